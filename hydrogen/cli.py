@@ -1,0 +1,236 @@
+"""The ``hydrogen`` command: ``serve``, ``check-config`` and ``simulator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hydrogen import __version__
+from hydrogen.config import (
+    ApiKey,
+    Config,
+    ConfigError,
+    PrinterConfig,
+    ensure_generated_key,
+    load_config,
+    parse_printer_flag,
+)
+
+log = logging.getLogger("hydrogen")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hydrogen", description="Hydrogen: a host-side gateway for 3D printers."
+    )
+    parser.add_argument("--version", action="version", version=f"hydrogen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", metavar="PATH", help="TOML config file")
+    serve.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default 5001; 0 picks a free one)")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="add a key with the control role (also HYDROGEN_API_KEY)",
+    )
+    serve.add_argument("--state-dir", metavar="DIR", help="where the gateway keeps its data")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["auto", "text", "journal"])
+    serve.add_argument(
+        "--status-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between status frames (default 1)",
+    )
+    serve.add_argument(
+        "--printer",
+        action="append",
+        default=[],
+        metavar="NAME=DEVICE[@BAUD]",
+        help="a printer; DEVICE may be 'simulator' (repeatable)",
+    )
+    serve.add_argument(
+        "--no-printers", action="store_true", help="start without the default simulated printer"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path", metavar="PATH")
+    check.set_defaults(func=cmd_check_config)
+
+    sim = sub.add_parser("simulator", help="run the simulated Marlin printer on a pty")
+    sim.add_argument(
+        "--link", required=True, metavar="PATH", help="symlink to create pointing at the pty"
+    )
+    sim.add_argument("--seed", type=int, default=None)
+    sim.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "log.level": args.log_level,
+        "log.format": args.log_format,
+        "status.interval": args.status_interval,
+        "state_dir": args.state_dir,
+        "api_keys": args.api_key,
+    }
+    if args.printer:
+        overrides["printers"] = [parse_printer_flag(p) for p in args.printer]
+    return overrides
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config, overrides=_overrides(args))
+    if args.no_printers:
+        return dataclasses.replace(config, printers=())
+    if not config.printers and args.config is None:
+        # A newcomer with no hardware still sees the whole product working.
+        default = PrinterConfig(name="sim", device="simulator")
+        return dataclasses.replace(config, printers=(default,))
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config, generated = ensure_generated_key(build_config(args))
+    except ConfigError as exc:
+        print(f"hydrogen: config error: {exc}", file=sys.stderr)
+        return 2
+    from hydrogen.logsetup import configure_logging
+
+    configure_logging(config.log.level, config.log.format)
+    try:
+        return asyncio.run(serve(config, generated))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def serve(config: Config, generated: ApiKey | None = None) -> int:
+    """Run until SIGTERM/SIGINT; graceful shutdown; returns the exit status."""
+    from aiohttp import web
+
+    from hydrogen.gateway import Gateway
+    from hydrogen.sdnotify import Notifier, watchdog_loop
+    from hydrogen.server.accesslog import RedactingAccessLogger
+    from hydrogen.server.app import create_app
+
+    notifier = Notifier.from_environment()
+    gateway = Gateway(config)
+    _attach_features(gateway)
+    app = create_app(gateway)
+    runner = web.AppRunner(
+        app, access_log_class=RedactingAccessLogger, handle_signals=False, shutdown_timeout=5.0
+    )
+    await runner.setup()
+    hosts = [config.server.host] + ([config.server.ipv6_host] if config.server.ipv6 else [])
+    try:
+        for host in hosts:
+            site = web.TCPSite(
+                runner, host, config.server.port, reuse_address=True, reuse_port=False
+            )
+            await site.start()
+    except OSError as exc:
+        print(
+            f"hydrogen: cannot listen on {host}:{config.server.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        await runner.cleanup()
+        return 1
+    ports = sorted({s.getsockname()[1] for srv in runner.sites for s in _sockets(srv)})
+    port = ports[0] if ports else config.server.port
+    _announce(config, hosts, port, generated)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    notifier.ready(status=f"listening on port {port}; {len(config.printers)} printer(s)")
+    watchdog = None
+    interval = notifier.watchdog_interval()
+    if interval:
+        watchdog = asyncio.create_task(watchdog_loop(notifier, interval))
+    await stop.wait()
+    log.info("shutting down")
+    notifier.stopping()
+    if watchdog is not None:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+    await runner.cleanup()
+    notifier.close()
+    log.info("stopped")
+    return 0
+
+
+def _attach_features(gateway: Any) -> None:
+    """Hook for the printer and job layers (each registers its handlers and topics)."""
+
+
+def _sockets(site: Any) -> list[socket.socket]:
+    server = getattr(site, "_server", None)
+    return list(getattr(server, "sockets", None) or [])
+
+
+def _announce(config: Config, hosts: list[str], port: int, generated: ApiKey | None) -> None:
+    """Tell a newcomer where to connect and which key to use, without logging the key."""
+    shown = "localhost" if hosts[0] in ("0.0.0.0", "::") else hosts[0]
+    lines = [
+        f"Hydrogen {__version__} listening on http://{shown}:{port}/ (bound to {', '.join(hosts)})",
+        f"  WebSocket: ws://{shown}:{port}/ with subprotocol 'hydrogen-protocol'",
+        f"  Metrics:   http://{shown}:{port}/metrics",
+    ]
+    key_file = config.state_dir / "api_key"
+    if generated is not None:
+        if sys.stdout.isatty():
+            lines.append(f"  API key:   {generated.key}   (kept in {key_file})")
+        else:
+            lines.append(f"  API key:   generated, kept in {key_file}")
+    else:
+        lines.append(f"  API keys:  {len(config.keys)} configured")
+    print("\n".join(lines), flush=True)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(f"hydrogen: config error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.path}: OK ({len(config.keys)} key(s), {len(config.printers)} printer(s), "
+        f"port {config.server.port})"
+    )
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from hydrogen.printers.simulator import run_simulator
+
+    print(f"simulated printer on {args.link}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator(args.link, seed=args.seed))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args))

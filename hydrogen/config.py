@@ -1,0 +1,480 @@
+"""Configuration: TOML file, then environment, then command-line flags.
+
+The result is one frozen :class:`Config`. Every problem (unknown key, wrong
+type, bad port, unreadable file) becomes a :class:`ConfigError` whose message
+names the key, so ``hydrogen`` can print one line and exit 2 instead of a
+traceback. Secrets (API keys) may come from the environment or a file so the
+config itself can be world-readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydrogen.protocol import Role
+
+__all__ = [
+    "ApiKey",
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "PrinterConfig",
+    "ServerConfig",
+    "StatusConfig",
+    "default_state_dir",
+    "load_config",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key and the role it grants. The key never appears in ``repr``."""
+
+    key: str = field(repr=False)
+    role: Role = Role.CONTROL
+    name: str = "default"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 5001
+    #: Also listen on ``ipv6_host`` (dual stack, as the original Hydrogen server does).
+    ipv6: bool = False
+    ipv6_host: str = "::"
+    #: Extra origins allowed to open a cookie-authenticated WebSocket.
+    allowed_origins: tuple[str, ...] = ()
+
+    def validate(self, path: str) -> None:
+        # 0 asks the OS for a free port (tests, benchmarks); the real port is printed.
+        _check(0 <= self.port <= 65535, f"{path}.port", "must be between 0 and 65535", self.port)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_frame_bytes: int = 64 * 1024
+    max_connections: int = 1024
+    max_connections_per_ip: int = 64
+    messages_per_second: float = 20.0
+    message_burst: int = 40
+    queue_limit: int = 256
+    drop_limit: int = 1024
+    heartbeat_seconds: float = 20.0
+
+    def validate(self, path: str) -> None:
+        for name in (
+            "max_frame_bytes",
+            "max_connections",
+            "max_connections_per_ip",
+            "message_burst",
+            "queue_limit",
+            "drop_limit",
+        ):
+            value = getattr(self, name)
+            _check(value >= 1, f"{path}.{name}", "must be at least 1", value)
+        _check(
+            self.messages_per_second > 0,
+            f"{path}.messages_per_second",
+            "must be > 0",
+            self.messages_per_second,
+        )
+        _check(
+            self.heartbeat_seconds >= 0,
+            f"{path}.heartbeat_seconds",
+            "must be >= 0 (0: off)",
+            self.heartbeat_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    #: Seconds between status frames (and host samples).
+    interval: float = 1.0
+    #: Seconds between the slow host samples (filesystems, sensors).
+    slow_interval: float = 10.0
+
+    def validate(self, path: str) -> None:
+        _check(
+            0.05 <= self.interval <= 3600, f"{path}.interval", "must be 0.05..3600 s", self.interval
+        )
+        _check(
+            self.slow_interval >= self.interval,
+            f"{path}.slow_interval",
+            "must be >= status.interval",
+            self.slow_interval,
+        )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    #: Serve /metrics without a key (for a scraper on a trusted network).
+    public: bool = False
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+    def validate(self, path: str) -> None:
+        levels = ("debug", "info", "warning", "error")
+        _check(
+            self.level in levels, f"{path}.level", f"must be one of {', '.join(levels)}", self.level
+        )
+        formats = ("auto", "text", "journal")
+        _check(
+            self.format in formats,
+            f"{path}.format",
+            f"must be one of {', '.join(formats)}",
+            self.format,
+        )
+
+
+@dataclass(frozen=True)
+class PrinterConfig:
+    name: str
+    #: A serial device path, or the word ``simulator`` for the built-in simulated printer.
+    device: str
+    baud: int = 115200
+    #: Lines in flight before waiting for ``ok`` (1 is what every firmware handles).
+    window: int = 1
+    ok_timeout: float = 10.0
+    long_command_timeout: float = 600.0
+    #: Seconds between temperature reports (M155 autoreport, else M105 polling).
+    temperature_interval: float = 2.0
+    #: Seconds to wait for the firmware banner after opening the port (boards reset on open).
+    banner_timeout: float = 5.0
+    handshake_timeout: float = 10.0
+    reconnect: bool = True
+    reconnect_max_delay: float = 30.0
+    #: Seconds of temperature history kept for charts.
+    history_seconds: float = 1200.0
+
+    @property
+    def is_simulator(self) -> bool:
+        return self.device == "simulator"
+
+    def validate(self, path: str) -> None:
+        _check(
+            bool(_NAME.match(self.name)),
+            f"{path}.name",
+            "must be 1-64 letters, digits, '_', '-' or '.'",
+            self.name,
+        )
+        _check(bool(self.device), f"{path}.device", "must not be empty", self.device)
+        _check(self.baud > 0, f"{path}.baud", "must be positive", self.baud)
+        _check(1 <= self.window <= 32, f"{path}.window", "must be 1..32", self.window)
+        for name in (
+            "ok_timeout",
+            "long_command_timeout",
+            "temperature_interval",
+            "banner_timeout",
+            "handshake_timeout",
+            "reconnect_max_delay",
+            "history_seconds",
+        ):
+            value = getattr(self, name)
+            _check(value > 0, f"{path}.{name}", "must be > 0", value)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    status: StatusConfig = StatusConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+    keys: tuple[ApiKey, ...] = ()
+    printers: tuple[PrinterConfig, ...] = ()
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    #: Where the configuration came from (for messages), None for built-in defaults.
+    source: str | None = None
+
+    def role_for(self, key: str) -> Role | None:
+        """Constant-time lookup: every configured key is compared, whatever matches."""
+        granted: Role | None = None
+        candidate = key.encode()
+        for entry in self.keys:
+            if secrets.compare_digest(candidate, entry.key.encode()) and (
+                granted is None or entry.role > granted
+            ):
+                granted = entry.role
+        return granted
+
+
+def default_state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """systemd's StateDirectory, else the XDG state dir."""
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hydrogen"
+
+
+def _check(ok: bool, key: str, message: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message} (got {value!r})")
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "limits": LimitsConfig,
+    "status": StatusConfig,
+    "metrics": MetricsConfig,
+    "log": LogConfig,
+}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"list of {_describe(typing.get_args(tp)[0])}"
+    return {int: "integer", float: "number", bool: "boolean", str: "string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check a TOML value against a dataclass field type; ints are fine for floats."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_describe(tp)} (got {value!r})")
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, args[0], key)
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(f"{key}: expected {_describe(tp)} (got {value!r})")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, table: Any, path: str, **fixed: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected a table (got {table!r})")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name not in fixed}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key")
+    values = {name: _coerce(v, hints[name], f"{path}.{name}") for name, v in table.items()}
+    try:
+        obj = cls(**fixed, **values)
+    except TypeError as exc:  # a required key is missing
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in values
+            and f.name not in fixed
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        raise ConfigError(f"{path}.{missing[0] if missing else '?'}: required key missing") from exc
+    if hasattr(obj, "validate"):
+        obj.validate(path)
+    return obj
+
+
+def _read_secret(entry: dict[str, Any], path: str, environ: Mapping[str, str]) -> str:
+    sources = [k for k in ("key", "key_env", "key_file") if k in entry]
+    if len(sources) != 1:
+        raise ConfigError(f"{path}: give exactly one of key, key_env or key_file")
+    source = sources[0]
+    value = entry[source]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}.{source}: expected a non-empty string")
+    if source == "key":
+        key = value
+    elif source == "key_env":
+        key = environ.get(value, "")
+        if not key:
+            raise ConfigError(f"{path}.key_env: environment variable {value} is not set")
+    else:
+        try:
+            key = Path(value).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{path}.key_file: cannot read {value}: {exc.strerror}") from None
+    _check_key(key, f"{path}.{source}")
+    return key
+
+
+def _check_key(key: str, where: str) -> None:
+    # The value is deliberately not echoed: it is a secret.
+    if len(key) < 8 or not key.isprintable() or any(c.isspace() for c in key):
+        raise ConfigError(f"{where}: a key must be at least 8 printable characters without spaces")
+
+
+def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ApiKey, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("keys: expected an array of tables ([[keys]])")
+    keys = []
+    names: set[str] = set()
+    for index, entry in enumerate(raw):
+        path = f"keys[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: expected a table")
+        unknown = sorted(set(entry) - {"name", "role", "key", "key_env", "key_file"})
+        if unknown:
+            raise ConfigError(f"{path}.{unknown[0]}: unknown key")
+        name = entry.get("name", f"key{index}")
+        if not isinstance(name, str) or not _NAME.match(name) or name in names:
+            raise ConfigError(f"{path}.name: must be a unique simple name (got {name!r})")
+        names.add(name)
+        try:
+            role = Role.parse(entry.get("role", "control"))
+        except (ValueError, AttributeError):
+            raise ConfigError(
+                f"{path}.role: must be 'monitor' or 'control' (got {entry.get('role')!r})"
+            ) from None
+        keys.append(ApiKey(_read_secret(entry, path, environ), role, name))
+    return tuple(keys)
+
+
+def _printers(raw: Any) -> tuple[PrinterConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("printers: expected an array of tables ([[printers]])")
+    printers = [_build(PrinterConfig, entry, f"printers[{i}]") for i, entry in enumerate(raw)]
+    return _unique_printers(printers)
+
+
+def _unique_printers(printers: list[PrinterConfig]) -> tuple[PrinterConfig, ...]:
+    seen: set[str] = set()
+    for printer in printers:
+        if printer.name in seen:
+            raise ConfigError(f"printers: duplicate printer name {printer.name!r}")
+        seen.add(printer.name)
+    return tuple(printers)
+
+
+def parse_printer_flag(text: str) -> PrinterConfig:
+    """``NAME=DEVICE[@BAUD]`` from ``--printer``."""
+    name, sep, rest = text.partition("=")
+    if not sep or not rest:
+        raise ConfigError(f"--printer: expected NAME=DEVICE[@BAUD] (got {text!r})")
+    device, at, baud_text = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    baud = 115200
+    if at:
+        if not baud_text.isdigit():
+            raise ConfigError(f"--printer {name}: baud must be a number (got {baud_text!r})")
+        baud = int(baud_text)
+    printer = PrinterConfig(name=name, device=device, baud=baud)
+    printer.validate(f"--printer {name}")
+    return printer
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Config:
+    """Build the configuration: file (optional) < environment < ``overrides``.
+
+    ``overrides`` uses dotted keys as the CLI produces them, e.g.
+    ``{"server.port": 5002, "api_keys": ["..."], "printers": [PrinterConfig...]}``.
+    """
+    data: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    overrides = dict(overrides or {})
+
+    unknown = sorted(set(data) - set(_SECTIONS) - {"keys", "printers", "state_dir"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key")
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = dict(data.get(name, {})) if isinstance(data.get(name, {}), dict) else data[name]
+        if isinstance(table, dict):
+            for dotted, value in overrides.items():
+                section, _, key = dotted.partition(".")
+                if section == name and key and value is not None:
+                    table[key] = value
+        sections[name] = _build(cls, table, name)
+
+    keys = list(_keys(data.get("keys", []), environ))
+    env_key = environ.get("HYDROGEN_API_KEY")
+    for index, key in enumerate([env_key, *overrides.get("api_keys", ())]):
+        if key:
+            where = "HYDROGEN_API_KEY" if index == 0 and env_key else "--api-key"
+            _check_key(key, where)
+            keys.append(ApiKey(key, Role.CONTROL, "env" if where == "HYDROGEN_API_KEY" else "cli"))
+
+    if overrides.get("printers"):
+        printers = _unique_printers(list(overrides["printers"]))
+    else:
+        printers = _printers(data.get("printers", []))
+
+    state_dir_value = overrides.get("state_dir") or data.get("state_dir")
+    if state_dir_value is not None and not isinstance(state_dir_value, str | os.PathLike):
+        raise ConfigError(f"state_dir: expected a string (got {state_dir_value!r})")
+    state_dir = Path(state_dir_value) if state_dir_value else default_state_dir(environ)
+
+    return Config(
+        keys=tuple(keys),
+        printers=printers,
+        state_dir=state_dir.expanduser(),
+        source=source,
+        **sections,
+    )
+
+
+def ensure_generated_key(config: Config) -> tuple[Config, ApiKey | None]:
+    """With no key configured, use (or create) one kept in the state dir.
+
+    The same key survives restarts, so a bookmarked dashboard or a script keeps
+    working. Returns the new config and the generated key (None if keys were
+    configured).
+    """
+    if config.keys:
+        return config, None
+    path = config.state_dir / "api_key"
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        key = ""
+    except OSError as exc:
+        raise ConfigError(f"state_dir: cannot read {path}: {exc.strerror}") from None
+    if len(key) < 8:
+        key = secrets.token_urlsafe(24)
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(key + "\n")
+        except OSError as exc:
+            raise ConfigError(f"state_dir: cannot write {path}: {exc.strerror}") from None
+    generated = ApiKey(key, Role.CONTROL, "generated")
+    return dataclasses.replace(config, keys=(generated,)), generated

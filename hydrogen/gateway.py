@@ -1,0 +1,191 @@
+"""The gateway service: hub, host sampler, request handlers and the status loop.
+
+This is the product minus its network edge. ``hydrogen.server`` wraps it in
+aiohttp; tests and the benchmark can drive it directly. It owns no sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydrogen import __version__, protocol
+from hydrogen.config import Config
+from hydrogen.dispatch import Dispatcher, Session
+from hydrogen.host import HostSampler, HostSnapshot
+from hydrogen.hub import Hub
+from hydrogen.protocol import Request
+
+log = logging.getLogger(__name__)
+
+STATUS_TOPIC = "status"
+NOTIFICATIONS_TOPIC = "notifications"
+
+
+@dataclass
+class ConnectionStats:
+    active: int = 0
+    total: int = 0
+    refused_by_reason: Counter[str] = field(default_factory=Counter)
+
+
+#: Something that adds a member to the status frame (e.g. the printers summary).
+StatusContributor = Callable[[], tuple[str, Any]]
+
+
+class Gateway:
+    def __init__(self, config: Config, *, sampler: HostSampler | None = None) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.hub = Hub(queue_limit=config.limits.queue_limit, drop_limit=config.limits.drop_limit)
+        self.dispatcher = Dispatcher()
+        self.sampler = sampler or HostSampler(slow_interval=config.status.slow_interval)
+        self.connections = ConnectionStats()
+        self.shutting_down = False
+        self._contributors: list[StatusContributor] = []
+        #: Extra prometheus collectors from printers and jobs (read at registry build).
+        self.metric_collectors: list[Any] = []
+        self._status_task: asyncio.Task[None] | None = None
+        self._register_core_handlers()
+
+    # -- extension points used by printers and jobs -----------------------------
+    def add_status_contributor(self, contributor: StatusContributor) -> None:
+        self._contributors.append(contributor)
+
+    def notify(self, level: str, event: str, message: str, **details: Any) -> None:
+        """Publish a gateway-wide notification (printer connected, thermal error, ...)."""
+        self.hub.publish(
+            NOTIFICATIONS_TOPIC,
+            {
+                "type": "notification",
+                "topic": NOTIFICATIONS_TOPIC,
+                "level": level,
+                "event": event,
+                "message": message,
+                "details": details,
+                "time": protocol.utc_iso(time.time()),
+            },
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        await self.sample_and_publish()
+        self._status_task = asyncio.create_task(self._status_loop(), name="hydrogen-status")
+
+    async def stop(self) -> None:
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
+            self._status_task = None
+
+    def begin_shutdown(self) -> None:
+        """Tell every subscriber we are going, with a last status frame."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.publish_status()
+
+    # -- status -----------------------------------------------------------------
+    async def _status_loop(self) -> None:
+        interval = self.config.status.interval
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += interval
+            if next_at < loop.time():  # we fell behind (suspended host): do not burst
+                next_at = loop.time() + interval
+            try:
+                await self.sample_and_publish()
+            except Exception:
+                log.exception("status sample failed; will retry next interval")
+
+    async def sample_and_publish(self) -> HostSnapshot:
+        snapshot = await self.sampler.sample()
+        self.publish_status()
+        return snapshot
+
+    def publish_status(self) -> None:
+        self.hub.publish(STATUS_TOPIC, self.status_frame(), coalesce=True, retain=True)
+
+    def status_frame(self, request: Request | None = None) -> dict[str, Any]:
+        snapshot = self.sampler.latest
+        frame: dict[str, Any] = {
+            "type": "status",
+            "topic": STATUS_TOPIC,
+            "server_start_time": protocol.utc_iso(self.started_at),
+            "server_version": __version__,
+            "active_connections": self.connections.active,
+            "total_connections": self.connections.total,
+            "total_requests": self.dispatcher.stats.total_requests,
+            "system": snapshot.system_dict() if snapshot else {},
+            "status": snapshot.process_dict(
+                running=not self.shutting_down, shutting_down=self.shutting_down
+            )
+            if snapshot
+            else {"running": not self.shutting_down, "shutting_down": self.shutting_down},
+            "host": snapshot.host_dict() if snapshot else {},
+        }
+        for contributor in self._contributors:
+            name, value = contributor()
+            frame[name] = value
+        if request is not None and request.id is not None:
+            frame["id"] = request.id
+        return frame
+
+    # -- core request handlers ------------------------------------------------------
+    def _register_core_handlers(self) -> None:
+        d = self.dispatcher
+        d.register("status", self._on_status)
+        d.register("subscribe", self._on_subscribe)
+        d.register("unsubscribe", self._on_unsubscribe)
+        d.register("ping", self._on_ping)
+
+    async def _on_status(self, session: Session, request: Request) -> dict[str, Any]:
+        return self.status_frame(request)
+
+    async def _on_subscribe(self, session: Session, request: Request) -> None:
+        topics = request.topics()
+        # The reply goes first, then the retained frames the new topics bring.
+        active = sorted(session.subscriber.patterns.union(topics))
+        session.send(protocol.reply(request, "subscribed", topics=topics, subscriptions=active))
+        self.hub.subscribe(session.subscriber, topics)
+
+    async def _on_unsubscribe(self, session: Session, request: Request) -> dict[str, Any]:
+        topics = request.topics()
+        active = self.hub.unsubscribe(session.subscriber, topics)
+        return protocol.reply(request, "unsubscribed", topics=topics, subscriptions=active)
+
+    async def _on_ping(self, session: Session, request: Request) -> dict[str, Any]:
+        members: dict[str, Any] = {"server_time": protocol.utc_iso(time.time())}
+        for name in ("payload", "timestamp"):
+            if name in request.body:
+                members[name] = request.body[name]
+        return protocol.reply(request, "pong", **members)
+
+    def welcome_frame(self, session: Session) -> dict[str, Any]:
+        limits = self.config.limits
+        return {
+            "type": "welcome",
+            "connection_id": session.id,
+            "server_time": protocol.utc_iso(time.time()),
+            "server_version": __version__,
+            "protocol": protocol.SUBPROTOCOL,
+            "protocol_version": protocol.PROTOCOL_VERSION,
+            "role": session.role.label,
+            "subscriptions": sorted(session.subscriber.patterns),
+            "features": self.dispatcher.features(session.role),
+            "limits": {
+                "max_frame_bytes": limits.max_frame_bytes,
+                "messages_per_second": limits.messages_per_second,
+                "message_burst": limits.message_burst,
+                "queue_limit": limits.queue_limit,
+            },
+        }

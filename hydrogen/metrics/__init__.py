@@ -1,0 +1,1 @@
+"""Prometheus collectors that read state the gateway already keeps (never sampling anew)."""

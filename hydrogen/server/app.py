@@ -1,0 +1,106 @@
+"""The aiohttp application factory: one port for WebSocket, HTTP API and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+import weakref
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from hydrogen import __version__
+from hydrogen.gateway import Gateway
+from hydrogen.metrics.registry import build_registry
+from hydrogen.protocol import Role
+from hydrogen.server import auth
+from hydrogen.server.errors import error_middleware
+from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
+from hydrogen.server.limits import ConnectionLimiter
+from hydrogen.server.ws import close_all, is_websocket_upgrade, websocket_handler
+
+REGISTRY = web.AppKey("registry", object)
+
+#: Seconds writers get to flush the final status frame before sockets close.
+SHUTDOWN_FLUSH_SECONDS = 0.5
+
+_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Hydrogen</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"></head>
+<body><h1>Hydrogen gateway</h1>
+<p>WebSocket: <code>new WebSocket('ws://' + location.host, 'hydrogen-protocol')</code>
+with <code>Authorization: Key &lt;key&gt;</code> or <code>?key=</code>.</p>
+<p><a href="/api/system/health">health</a> &middot; <a href="/metrics">metrics</a></p>
+</body></html>
+"""
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    if is_websocket_upgrade(request):
+        return await websocket_handler(request)
+    return web.Response(text=_INDEX, content_type="text/html")
+
+
+async def health(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    return web.json_response(
+        {
+            "status": "shutting_down" if gateway.shutting_down else "ok",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - gateway.started_at, 3),
+        },
+        status=503 if gateway.shutting_down else 200,
+    )
+
+
+async def system_info(request: web.Request) -> web.Response:
+    auth.require(request, Role.MONITOR)
+    frame = request.app[GATEWAY].status_frame()
+    del frame["type"], frame["topic"]
+    return web.json_response(frame)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    if not gateway.config.metrics.public:
+        auth.require(request, Role.MONITOR)
+    encoder, content_type = choose_encoder(request.headers.get("Accept"))
+    body = encoder(request.app[REGISTRY])
+    headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        body = gzip.compress(body, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    await gateway.start()
+    yield
+    await gateway.stop()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Last status frame with shutting_down=true, then close every socket with 1001."""
+    app[GATEWAY].begin_shutdown()
+    await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS if app[SOCKETS] else 0)
+    await close_all(app)
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    limits = gateway.config.limits
+    app[GATEWAY] = gateway
+    app[LIMITER] = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+    app[SOCKETS] = weakref.WeakSet()
+    app[REGISTRY] = build_registry(gateway)
+    app.router.add_get("/", index)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/system/health", health)
+    app.router.add_get("/api/system/info", system_info)
+    app.cleanup_ctx.append(_gateway_ctx)
+    app.on_shutdown.append(_on_shutdown)
+    return app

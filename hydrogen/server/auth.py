@@ -1,0 +1,72 @@
+"""Who is calling: API keys from headers (and, for WebSocket upgrades, the URL).
+
+Browsers cannot set headers on a WebSocket, hence ``?key=`` for upgrades; the
+access logger redacts it. Keys are compared in constant time by
+:meth:`hydrogen.config.Config.role_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hydrogen.protocol import ErrorCode, Role
+from hydrogen.server.errors import ErrorResponse, json_error
+from hydrogen.server.keys import GATEWAY
+
+
+@dataclass(frozen=True)
+class Identity:
+    role: Role
+    #: How the key arrived: "header", "query" (or "cookie" for the dashboard).
+    via: str
+
+
+def presented_key(request: web.Request, *, allow_query: bool = False) -> tuple[str, str] | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "key" and value.strip():
+        return value.strip(), "header"
+    api_key = request.headers.get("X-Api-Key", "").strip()
+    if api_key:
+        return api_key, "header"
+    if allow_query and request.query.get("key"):
+        return request.query["key"], "query"
+    return None
+
+
+def identify(request: web.Request, *, allow_query: bool = False) -> Identity | None:
+    found = presented_key(request, allow_query=allow_query)
+    if found is None:
+        return None
+    role = request.app[GATEWAY].config.role_for(found[0])
+    return Identity(role, found[1]) if role is not None else None
+
+
+def auth_failed(request: web.Request, *, allow_query: bool = False) -> web.Response:
+    presented = presented_key(request, allow_query=allow_query) is not None
+    return json_error(
+        401,
+        ErrorCode.AUTH_FAILED,
+        "invalid API key" if presented else "an API key is required",
+        {"expected": "Authorization: Key <key>" + (" or ?key=<key>" if allow_query else "")},
+        headers={"WWW-Authenticate": 'Key realm="hydrogen"'},
+    )
+
+
+def require(request: web.Request, role: Role = Role.MONITOR) -> Identity:
+    """The caller's identity, or raise a JSON 401/403 response."""
+    identity = identify(request)
+    if identity is None:
+        raise ErrorResponse(auth_failed(request))
+    if identity.role < role:
+        raise ErrorResponse(
+            json_error(
+                403,
+                ErrorCode.FORBIDDEN,
+                f"this needs the {role.label} role",
+                {"required_role": role.label, "role": identity.role.label},
+            )
+        )
+    return identity

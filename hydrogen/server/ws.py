@@ -1,0 +1,232 @@
+"""The hydrogen-protocol WebSocket endpoint (thin I/O around hub and dispatcher).
+
+Each connection has a reader (this handler: size and rate checks, then the
+dispatcher) and a writer task draining the client's hub queue, so a client
+that stops reading never blocks anyone else and can pin only a bounded amount
+of memory before it is cut off with close code 4001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSMsgType, web
+
+from hydrogen import protocol
+from hydrogen.dispatch import Session
+from hydrogen.hub import Subscriber, SubscriberOverflow
+from hydrogen.protocol import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
+from hydrogen.server import auth
+from hydrogen.server.errors import json_error
+from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
+from hydrogen.server.limits import TokenBucket
+
+log = logging.getLogger(__name__)
+
+#: Seconds a close handshake may take before the transport is simply closed.
+CLOSE_TIMEOUT = 2.0
+
+
+def offered_subprotocols(request: web.Request) -> list[str]:
+    header = ",".join(request.headers.getall("Sec-WebSocket-Protocol", []))
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def is_websocket_upgrade(request: web.Request) -> bool:
+    return (
+        request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in request.headers.get("Connection", "").lower()
+    )
+
+
+def _refuse(request: web.Request) -> tuple[web.Response | None, auth.Identity | None]:
+    """Every check that happens before the upgrade, in the documented order."""
+    gateway = request.app[GATEWAY]
+    if SUBPROTOCOL not in offered_subprotocols(request):
+        return json_error(
+            400,
+            ErrorCode.INVALID_MESSAGE,
+            f"the WebSocket handshake must offer the subprotocol {SUBPROTOCOL!r}",
+            {"offered": offered_subprotocols(request)[:8], "required": SUBPROTOCOL},
+        ), None
+    if gateway.shutting_down:
+        return json_error(
+            503, ErrorCode.UNAVAILABLE, "the gateway is shutting down", headers={"Retry-After": "5"}
+        ), None
+    reason = request.app[LIMITER].refusal(request.remote or "")
+    if reason is not None:
+        gateway.connections.refused_by_reason[reason] += 1
+        status = 503 if reason == "max_connections" else 429
+        code = ErrorCode.TOO_MANY_CONNECTIONS
+        message = (
+            "the gateway has reached its connection limit"
+            if status == 503
+            else "too many connections from this address"
+        )
+        return json_error(
+            status, code, message, {"limit": reason}, headers={"Retry-After": "10"}
+        ), None
+    identity = auth.identify(request, allow_query=True)
+    if identity is None:
+        gateway.connections.refused_by_reason["auth_failed"] += 1
+        gateway.dispatcher.count_error(ErrorCode.AUTH_FAILED)
+        return auth.auth_failed(request, allow_query=True), None
+    return None, identity
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    refusal, identity = _refuse(request)
+    if refusal is not None:
+        return refusal
+    assert identity is not None
+    gateway = request.app[GATEWAY]
+    limits = gateway.config.limits
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        heartbeat=limits.heartbeat_seconds or None,
+        # Above the soft limit the client gets a too_large error frame before
+        # the 1009 close; past this hard limit aiohttp closes with 1009 itself.
+        max_msg_size=max(2 * limits.max_frame_bytes, limits.max_frame_bytes + 65536),
+        # Compression would be per client and per frame, defeating encode-once fan-out.
+        compress=False,
+        timeout=CLOSE_TIMEOUT,
+    )
+    await ws.prepare(request)
+
+    ip = request.remote or ""
+    limiter = request.app[LIMITER]
+    limiter.acquire(ip)
+    gateway.connections.active += 1
+    gateway.connections.total += 1
+    request.app[SOCKETS].add(ws)
+    subscriber = gateway.hub.attach()
+    session = Session(subscriber.client_id, identity.role, subscriber, remote=ip)
+    session.send(gateway.welcome_frame(session) | {"subscriptions": ["status"]})
+    gateway.hub.subscribe(subscriber, ["status"])
+    writer = asyncio.create_task(_write(ws, subscriber), name=f"ws-writer-{session.id}")
+    subscriber.on_overflow = lambda: asyncio.ensure_future(_cut_slow(ws, subscriber, writer))
+    log.info(
+        "client %s connected from %s (role %s, key via %s)",
+        session.id,
+        ip,
+        identity.role.label,
+        identity.via,
+    )
+    try:
+        await _read(ws, session, request)
+    finally:
+        session.cancel_tasks()
+        gateway.hub.detach(subscriber)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        gateway.connections.active -= 1
+        limiter.release(ip)
+        log.info("client %s disconnected (close code %s)", session.id, ws.close_code)
+    return ws
+
+
+async def _read(ws: web.WebSocketResponse, session: Session, request: web.Request) -> None:
+    gateway = request.app[GATEWAY]
+    limits = gateway.config.limits
+    dispatcher = gateway.dispatcher
+    bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            data: str = msg.data
+            if (
+                len(data) > limits.max_frame_bytes // 4
+                and len(data.encode("utf-8", "surrogatepass")) > limits.max_frame_bytes
+            ):
+                dispatcher.stats.total_requests += 1
+                await _close_with_error(
+                    ws,
+                    session,
+                    dispatcher,
+                    ProtocolError(
+                        ErrorCode.TOO_LARGE,
+                        f"frame larger than {limits.max_frame_bytes} bytes",
+                        {"max_frame_bytes": limits.max_frame_bytes},
+                    ),
+                    CloseCode.MESSAGE_TOO_BIG,
+                )
+                return
+            wait = bucket.take()
+            if wait:
+                dispatcher.stats.total_requests += 1
+                dispatcher.send_error(
+                    session,
+                    ProtocolError(
+                        ErrorCode.RATE_LIMITED,
+                        "too many messages; slow down",
+                        {
+                            "retry_after": round(wait, 3),
+                            "messages_per_second": limits.messages_per_second,
+                        },
+                    ),
+                )
+                continue
+            await dispatcher.handle_text(session, data)
+        elif msg.type is WSMsgType.BINARY:
+            dispatcher.stats.total_requests += 1
+            dispatcher.send_error(
+                session,
+                ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text"
+                ),
+            )
+        elif msg.type is WSMsgType.ERROR:
+            log.info("client %s: %s", session.id, ws.exception())
+            return
+
+
+async def _write(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
+    try:
+        while not ws.closed:
+            batch = await subscriber.next_batch()
+            if not batch:
+                return
+            for text in batch:
+                await ws.send_str(text)
+            subscriber.mark_sent(len(batch))
+    except SubscriberOverflow:
+        return  # _cut_slow closes the socket
+    except (ConnectionError, RuntimeError) as exc:
+        log.debug("writer for %s stopped: %s", subscriber.client_id, exc)
+
+
+async def _cut_slow(
+    ws: web.WebSocketResponse, subscriber: Subscriber, writer: asyncio.Task[None]
+) -> None:
+    log.warning(
+        "client %s stopped reading (%d frames dropped); disconnecting with %d",
+        subscriber.client_id,
+        subscriber.dropped_total,
+        CloseCode.SLOW_CONSUMER,
+    )
+    writer.cancel()
+    await _close(ws, CloseCode.SLOW_CONSUMER, b"slow consumer: outbound backlog overflowed")
+
+
+async def _close_with_error(
+    ws: web.WebSocketResponse, session: Session, dispatcher, exc: ProtocolError, code: int
+) -> None:
+    dispatcher.count_error(exc.code)
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_str(protocol.encode(protocol.error_from_exception(exc)))
+    await _close(ws, code, exc.message.encode()[:120])
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: bytes) -> None:
+    """Close without waiting on a peer that may never read (drain=False, bounded)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT + 1):
+            await ws.close(code=code, message=message, drain=False)
+
+
+async def close_all(app: web.Application, code: int = CloseCode.GOING_AWAY) -> None:
+    """Close every open WebSocket (graceful shutdown)."""
+    sockets = list(app[SOCKETS])
+    await asyncio.gather(*(_close(ws, code, b"server shutting down") for ws in sockets))
