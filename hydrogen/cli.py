@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import faulthandler
 import logging
 import signal
 import socket
@@ -114,6 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hydrogen.logsetup import configure_logging
 
     configure_logging(config.log.level, config.log.format)
+    # A watchdog kill (SIGABRT) then leaves the stuck loop's stack in the journal.
+    faulthandler.enable()
     try:
         return asyncio.run(serve(config, generated))
     except KeyboardInterrupt:

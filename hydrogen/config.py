@@ -352,6 +352,24 @@ def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+def _credential_key(environ: Mapping[str, str]) -> str | None:
+    """The key systemd passes with ``LoadCredential=api_key:...`` (see the unit file).
+
+    The unit sets an empty fallback so the service still starts without the
+    file; empty means "no key from systemd".
+    """
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    try:
+        key = (Path(directory) / "api_key").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if key:
+        _check_key(key, "credential api_key")
+    return key or None
+
+
 def _printers(raw: Any) -> tuple[PrinterConfig, ...]:
     if not isinstance(raw, list):
         raise ConfigError("printers: expected an array of tables ([[printers]])")
@@ -425,6 +443,9 @@ def load_config(
         sections[name] = _build(cls, table, name)
 
     keys = list(_keys(data.get("keys", []), environ))
+    credential = _credential_key(environ)
+    if credential:
+        keys.append(ApiKey(credential, Role.CONTROL, "credential"))
     env_key = environ.get("HYDROGEN_API_KEY")
     for index, key in enumerate([env_key, *overrides.get("api_keys", ())]):
         if key:

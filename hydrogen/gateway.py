@@ -113,7 +113,7 @@ class Gateway:
         return snapshot
 
     def publish_status(self) -> None:
-        self.hub.publish(STATUS_TOPIC, self.status_frame(), coalesce=True, retain=True)
+        self.hub.publish(STATUS_TOPIC, self.status_frame(), coalesce=True)
 
     def status_frame(self, request: Request | None = None) -> dict[str, Any]:
         snapshot = self.sampler.latest

@@ -105,6 +105,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     session = Session(subscriber.client_id, identity.role, subscriber, remote=ip)
     session.send(gateway.welcome_frame(session) | {"subscriptions": ["status"]})
     gateway.hub.subscribe(subscriber, ["status"])
+    # A fresh status (counting this connection) so a client sees data at once.
+    session.send(gateway.status_frame())
     writer = asyncio.create_task(_write(ws, subscriber), name=f"ws-writer-{session.id}")
     subscriber.on_overflow = lambda: asyncio.ensure_future(_cut_slow(ws, subscriber, writer))
     log.info(
@@ -165,6 +167,7 @@ async def _read(ws: web.WebSocketResponse, session: Session, request: web.Reques
                             "retry_after": round(wait, 3),
                             "messages_per_second": limits.messages_per_second,
                         },
+                        request_id=_request_id(data),
                     ),
                 )
                 continue
@@ -180,6 +183,14 @@ async def _read(ws: web.WebSocketResponse, session: Session, request: web.Reques
         elif msg.type is WSMsgType.ERROR:
             log.info("client %s: %s", session.id, ws.exception())
             return
+
+
+def _request_id(data: str) -> protocol.RequestId | None:
+    """The id of a frame we refuse unread, so even that refusal carries it."""
+    try:
+        return protocol.parse(data).id
+    except protocol.ProtocolError as exc:
+        return exc.request_id
 
 
 async def _write(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:

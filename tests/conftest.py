@@ -1,0 +1,70 @@
+"""Shared fixtures: a real gateway on a real loopback TCP port."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import ClientWebSocketResponse
+from aiohttp.test_utils import TestClient
+
+from hydrogen.config import ApiKey, Config, LimitsConfig, StatusConfig, load_config
+from hydrogen.gateway import Gateway
+from hydrogen.protocol import SUBPROTOCOL, Role
+from hydrogen.server.app import create_app
+
+CONTROL_KEY = "control-key-0123456789"
+MONITOR_KEY = "monitor-key-0123456789"
+
+
+def make_config(tmp_path: Any, *, limits: dict[str, Any] | None = None, **changes: Any) -> Config:
+    base = load_config(None, environ={}, overrides={"state_dir": str(tmp_path)})
+    return dataclasses.replace(
+        base,
+        keys=(ApiKey(CONTROL_KEY, Role.CONTROL, "ctl"), ApiKey(MONITOR_KEY, Role.MONITOR, "mon")),
+        status=StatusConfig(interval=0.1, slow_interval=1.0),
+        limits=dataclasses.replace(LimitsConfig(), **(limits or {})),
+        **changes,
+    )
+
+
+GatewayFactory = Callable[..., Awaitable[tuple[Gateway, TestClient]]]
+
+
+@pytest.fixture
+async def gateway_client(aiohttp_client: Any, tmp_path: Any) -> GatewayFactory:
+    """Start a gateway app on a real socket; returns (gateway, client)."""
+
+    async def factory(**config_changes: Any) -> tuple[Gateway, TestClient]:
+        gateway = Gateway(make_config(tmp_path, **config_changes))
+        client = await aiohttp_client(create_app(gateway))
+        return gateway, client
+
+    return factory
+
+
+async def connect(
+    client: TestClient, key: str | None = CONTROL_KEY, path: str = "/", **kwargs: Any
+) -> ClientWebSocketResponse:
+    headers = {"Authorization": f"Key {key}"} if key else {}
+    return await client.ws_connect(path, protocols=[SUBPROTOCOL], headers=headers, **kwargs)
+
+
+async def receive_json(ws: ClientWebSocketResponse, timeout: float = 5.0) -> dict[str, Any]:
+    return await ws.receive_json(timeout=timeout)
+
+
+async def receive_until(
+    ws: ClientWebSocketResponse,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 5.0,
+    limit: int = 500,
+) -> dict[str, Any]:
+    """Read frames until one matches (status frames keep arriving in between)."""
+    for _ in range(limit):
+        frame = await ws.receive_json(timeout=timeout)
+        if predicate(frame):
+            return frame
+    raise AssertionError("no matching frame")

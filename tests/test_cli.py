@@ -1,0 +1,174 @@
+"""The `hydrogen` command as a user runs it: config errors, keys, shutdown, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+
+import aiohttp
+import pytest
+
+from hydrogen.protocol import SUBPROTOCOL
+from tests.process import hydrogen, start_gateway
+
+KEY = "cli-test-key-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[server]\nport = 'abc'\n", "server.port:"),
+        ("[server]\nport = 70000\n", "server.port:"),
+        ("[server]\nprot = 5001\n", "server.prot: unknown key"),
+        ("colour = 'blue'\n", "colour: unknown key"),
+        ("[log]\nlevel = 'loud'\n", "log.level:"),
+        ("[[keys]]\nkey = 'short'\n", "keys[0].key:"),
+        ("[server\n", "invalid TOML"),
+    ],
+)
+def test_invalid_config_is_one_line_and_exit_2(tmp_path, toml, key):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    for args in (["check-config", str(path)], ["serve", "--config", str(path)]):
+        result = hydrogen(*args)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+        assert "short" not in result.stderr  # a key value is never echoed
+
+
+def test_unreadable_config_file(tmp_path):
+    result = hydrogen("serve", "--config", str(tmp_path / "missing.toml"))
+    assert result.returncode == 2
+    assert "file not found" in result.stderr
+
+
+def test_shipped_example_config_is_valid():
+    example = os.path.join(os.path.dirname(__file__), "..", "config", "hydrogen.toml")
+    result = hydrogen("check-config", example, env={"HYDROGEN_MONITOR_KEY": "monitor-key-123456"})
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+async def _status_via(port: int, key: str, query: bool = False) -> dict:
+    url = f"http://127.0.0.1:{port}/" + (f"?key={key}" if query else "")
+    headers = {} if query else {"Authorization": f"Key {key}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, protocols=[SUBPROTOCOL], headers=headers) as ws:
+            assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+            return await ws.receive_json(timeout=5)
+
+
+async def test_serve_with_no_config_generates_a_key_that_survives_restart(tmp_path):
+    state = tmp_path / "state"
+    gw = start_gateway(["--state-dir", str(state), "--no-printers"])
+    try:
+        key_file = state / "api_key"
+        assert str(key_file) in gw.banner
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        assert key not in gw.banner  # not a terminal: the key itself is not printed
+        assert (await _status_via(gw.port, key))["type"] == "status"
+    finally:
+        assert gw.stop() == 0
+    assert key not in gw.stderr()
+    gw2 = start_gateway(["--state-dir", str(state), "--no-printers"])
+    try:
+        assert key_file.read_text().strip() == key
+        assert (await _status_via(gw2.port, key))["type"] == "status"
+    finally:
+        gw2.stop()
+
+
+async def test_key_in_url_never_reaches_the_log(tmp_path):
+    gw = start_gateway(
+        [
+            "--state-dir",
+            str(tmp_path),
+            "--no-printers",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "text",
+        ],
+        env={"HYDROGEN_API_KEY": KEY},
+    )
+    try:
+        await _status_via(gw.port, KEY, query=True)
+        async with aiohttp.ClientSession() as session:
+            await session.get(f"http://127.0.0.1:{gw.port}/metrics?key={KEY}&x=1")
+            await session.get(f"http://127.0.0.1:{gw.port}/metrics", headers={"X-Api-Key": KEY})
+    finally:
+        gw.stop()
+    log = gw.stderr()
+    assert "GET /?key=***" in log  # the request was logged, redacted
+    assert KEY not in log and KEY not in gw.banner
+
+
+async def test_sigterm_sends_final_status_closes_1001_and_exits_0(tmp_path):
+    gw = start_gateway(
+        [
+            "--state-dir",
+            str(tmp_path),
+            "--no-printers",
+            "--api-key",
+            KEY,
+            "--status-interval",
+            "0.2",
+        ]
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(
+            f"http://127.0.0.1:{gw.port}/",
+            protocols=[SUBPROTOCOL],
+            headers={"Authorization": f"Key {KEY}"},
+        ) as ws:
+            await ws.receive_json(timeout=5)
+            gw.proc.terminate()
+            last = None
+            while True:
+                msg = await ws.receive(timeout=5)
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                frame = msg.json()
+                if frame["type"] == "status":
+                    last = frame
+            assert last is not None and last["status"]["shutting_down"] is True
+            assert ws.close_code == 1001
+    assert await asyncio.to_thread(gw.proc.wait, 10) == 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.bind(("::", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this host")
+async def test_ipv4_and_ipv6_listeners_when_configured(tmp_path):
+    config = tmp_path / "h.toml"
+    config.write_text('[server]\nhost = "127.0.0.1"\nipv6 = true\nipv6_host = "::1"\n')
+    port = _free_port()
+    gw = start_gateway(
+        [
+            "--config",
+            str(config),
+            "--state-dir",
+            str(tmp_path),
+            "--api-key",
+            KEY,
+            "--port",
+            str(port),
+        ]
+    )
+    try:
+        assert gw.port == port
+        async with aiohttp.ClientSession() as session:
+            for host in ("127.0.0.1", "[::1]"):
+                response = await session.get(f"http://{host}:{port}/api/system/health")
+                assert response.status == 200, host
+    finally:
+        gw.stop()
