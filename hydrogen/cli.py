@@ -132,6 +132,11 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
     from hydrogen.server.accesslog import RedactingAccessLogger
     from hydrogen.server.app import create_app
 
+    # Handlers first: a SIGTERM during start-up must still shut down cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     notifier = Notifier.from_environment()
     gateway = Gateway(config)
     _attach_features(gateway)
@@ -158,10 +163,6 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
     port = ports[0] if ports else config.server.port
     _announce(config, hosts, port, generated)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     notifier.ready(status=f"listening on port {port}; {len(config.printers)} printer(s)")
     watchdog = None
     interval = notifier.watchdog_interval()
