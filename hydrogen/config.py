@@ -9,6 +9,7 @@ config itself can be world-readable.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -391,6 +392,8 @@ def parse_printer_flag(text: str) -> PrinterConfig:
     name, sep, rest = text.partition("=")
     if not sep or not rest:
         raise ConfigError(f"--printer: expected NAME=DEVICE[@BAUD] (got {text!r})")
+    # The last '@' starts the baud rate; a typo there must be an error, not part of
+    # the device path. (A device path containing '@' can be given in the config file.)
     device, at, baud_text = rest.rpartition("@") if "@" in rest else (rest, "", "")
     baud = 115200
     if at:
@@ -488,7 +491,10 @@ def ensure_generated_key(config: Config) -> tuple[Config, ApiKey | None]:
         key = ""
     except OSError as exc:
         raise ConfigError(f"state_dir: cannot read {path}: {exc.strerror}") from None
-    if len(key) < 8:
+    if len(key) >= 8:
+        with contextlib.suppress(OSError):
+            path.chmod(0o600)  # a copied-in file may be too open; the key is a secret
+    else:
         key = secrets.token_urlsafe(24)
         try:
             config.state_dir.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ class Dispatcher:
                 ProtocolError(
                     ErrorCode.UNKNOWN_TYPE,
                     f"unknown request type {request.type!r}",
-                    {"type": request.type, "known": self.features()},
+                    {"type": request.type, "known": self.features(session.role)},
                     request_id=request.id,
                 ),
             )

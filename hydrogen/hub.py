@@ -49,6 +49,15 @@ def topic_matches(pattern: str, topic: str) -> bool:
     return len(p_parts) == len(t_parts)
 
 
+class _Reply:
+    """A queued reply: kept apart from events so it never counts against the soft bound."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 class SubscriberOverflow(Exception):
     """Raised to the writer of a client whose backlog passed the hard bound."""
 
@@ -86,7 +95,7 @@ class Subscriber:
         self._hub = hub
         self.client_id = client_id
         self.patterns: set[str] = set()
-        self._queue: deque[str | _Slot] = deque()
+        self._queue: deque[str | _Slot | _Reply] = deque()
         self._slots: dict[str, _Slot] = {}
         self._events_queued = 0
         self._queue_limit = queue_limit
@@ -134,7 +143,7 @@ class Subscriber:
         if len(self._queue) >= self._queue_limit + self._drop_limit:
             self._overflow()
             return
-        self._queue.append(text)
+        self._queue.append(_Reply(text))
         self._wake()
 
     def push_frame(self, frame: Mapping[str, Any]) -> None:
@@ -188,10 +197,11 @@ class Subscriber:
             if isinstance(entry, _Slot):
                 del self._slots[entry.topic]
                 out.append(entry.text)
+            elif isinstance(entry, _Reply):
+                out.append(entry.text)
             else:
                 out.append(entry)
-                if self._events_queued:
-                    self._events_queued -= 1
+                self._events_queued -= 1
         return out
 
     async def next_batch(self, limit: int = 64) -> list[str]:

@@ -124,15 +124,17 @@ class Request:
         value = self.body.get(name)
         if value is None:
             return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.invalid(f"'{name}' must be a number", member=name)
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        try:
+            number = float(value)  # a huge JSON integer literal overflows here
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise self.invalid(f"'{name}' must be a number", member=name)
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
             raise self.invalid(f"'{name}' must be between {minimum} and {maximum}", member=name)
-        return float(value)
+        return number
 
     def topics(self) -> list[str]:
         """The ``topics`` member: a non-empty list of valid topic patterns."""
@@ -202,7 +204,7 @@ def parse(text: str | bytes) -> Request:
                 f"'id' must be at most {MAX_ID_LENGTH} characters",
                 {"member": "id"},
             )
-        if isinstance(request_id, int) and abs(request_id) > 2**53:
+        if isinstance(request_id, int) and abs(request_id) > 2**53 - 1:
             raise ProtocolError(
                 ErrorCode.INVALID_MESSAGE, "'id' must fit in a JSON-safe integer", {"member": "id"}
             )
@@ -219,7 +221,13 @@ def parse(text: str | bytes) -> Request:
 
 def encode(frame: Mapping[str, Any]) -> str:
     """Serialise a frame once; fan-out shares the resulting string."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, from a client's "\ud800" escape
+            text = json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    return text
 
 
 def error_frame(

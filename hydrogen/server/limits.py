@@ -57,6 +57,8 @@ class ConnectionLimiter:
         self._per_ip[ip] += 1
 
     def release(self, ip: str) -> None:
+        if self._per_ip.get(ip, 0) <= 0:
+            return  # never acquired: counting it would open a slot that does not exist
         self.total -= 1
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:
