@@ -128,6 +128,7 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
     from aiohttp import web
 
     from hydrogen.gateway import Gateway
+    from hydrogen.printers.manager import PrinterManager
     from hydrogen.sdnotify import Notifier, watchdog_loop
     from hydrogen.server.accesslog import RedactingAccessLogger
     from hydrogen.server.app import create_app
@@ -139,8 +140,7 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
         loop.add_signal_handler(signum, stop.set)
     notifier = Notifier.from_environment()
     gateway = Gateway(config)
-    _attach_features(gateway)
-    app = create_app(gateway)
+    app = create_app(gateway, PrinterManager(gateway))
     runner = web.AppRunner(
         app, access_log_class=RedactingAccessLogger, handle_signals=False, shutdown_timeout=5.0
     )
@@ -179,10 +179,6 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
     notifier.close()
     log.info("stopped")
     return 0
-
-
-def _attach_features(gateway: Any) -> None:
-    """Hook for the printer and job layers (each registers its handlers and topics)."""
 
 
 def _sockets(site: Any) -> list[socket.socket]:

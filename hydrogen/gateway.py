@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from hydrogen import __version__, protocol
 from hydrogen.config import Config
@@ -35,6 +35,11 @@ class ConnectionStats:
     refused_by_reason: Counter[str] = field(default_factory=Counter)
 
 
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
 #: Something that adds a member to the status frame (e.g. the printers summary).
 StatusContributor = Callable[[], tuple[str, Any]]
 
@@ -52,11 +57,16 @@ class Gateway:
         #: Extra prometheus collectors from printers and jobs (read at registry build).
         self.metric_collectors: list[Any] = []
         self._status_task: asyncio.Task[None] | None = None
+        self._services: list[Service] = []
         self._register_core_handlers()
 
     # -- extension points used by printers and jobs -----------------------------
     def add_status_contributor(self, contributor: StatusContributor) -> None:
         self._contributors.append(contributor)
+
+    def add_service(self, service: Service) -> None:
+        """Something started after the core and stopped before it (printers, jobs)."""
+        self._services.append(service)
 
     def notify(self, level: str, event: str, message: str, **details: Any) -> None:
         """Publish a gateway-wide notification (printer connected, thermal error, ...)."""
@@ -77,8 +87,15 @@ class Gateway:
     async def start(self) -> None:
         await self.sample_and_publish()
         self._status_task = asyncio.create_task(self._status_loop(), name="hydrogen-status")
+        for service in self._services:
+            await service.start()
 
     async def stop(self) -> None:
+        for service in reversed(self._services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(service).__name__)
         if self._status_task is not None:
             self._status_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

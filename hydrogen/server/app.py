@@ -14,8 +14,9 @@ from prometheus_client.exposition import choose_encoder
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
 from hydrogen.metrics.registry import build_registry
+from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import Role
-from hydrogen.server import auth
+from hydrogen.server import auth, printers_api
 from hydrogen.server.errors import error_middleware
 from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
 from hydrogen.server.limits import ConnectionLimiter
@@ -89,7 +90,7 @@ async def _on_shutdown(app: web.Application) -> None:
     await close_all(app)
 
 
-def create_app(gateway: Gateway) -> web.Application:
+def create_app(gateway: Gateway, printers: PrinterManager | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
     limits = gateway.config.limits
     app[GATEWAY] = gateway
@@ -101,6 +102,8 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/system/health", health)
     app.router.add_get("/api/system/info", system_info)
+    if printers is not None:
+        printers_api.setup(app, printers)
     app.cleanup_ctx.append(_gateway_ctx)
     app.on_shutdown.append(_on_shutdown)
     return app

@@ -1,0 +1,988 @@
+"""Sans-I/O Marlin serial line protocol: bytes in -> events out, commands in -> bytes out.
+
+`MarlinProtocol` owns no port, no task and no clock (the model is h11 and the websockets
+core). The I/O layer feeds it whatever the port returned (`receive_data`), writes
+whatever it asks for (`data_to_send`), drains `next_events`, and calls
+`check_timeouts` now and then; every method that cares about time takes ``now``
+(monotonic seconds). That keeps every firmware quirk below testable as a transcript.
+
+Firmware quirks handled, and why
+================================
+
+Framing and flow control
+    Every line goes out as ``N<n> <cmd>*<cs>`` (``cs`` = XOR of the bytes before
+    ``*``) so the firmware can detect corruption and gaps. At most ``window`` lines
+    are unacknowledged at once: Marlin sends one ``ok`` per line, in order, when it
+    has *executed* (not merely received) it. `begin_handshake` resets numbering with
+    ``N0 M110 N0`` (Marlin exempts M110 from the sequence check) and asks for `M115`.
+    Users may not send M110 or their own ``N`` words: they would desynchronise the
+    numbering this class relies on.
+
+Receiving
+    Bytes arrive in arbitrary chunks, with ``\\n``, ``\\r\\n`` or bare ``\\r``
+    endings, and with line noise (NULs, non-ASCII) right after the port opens or the
+    board resets. Lines are decoded as ASCII with replacement and NULs dropped, so
+    nothing in the input can raise; noise around a line is trimmed and a line of
+    nothing but noise dropped. A line longer than `MAX_RECEIVED_LINE` is cut there
+    and the rest of it discarded, so a flood without newlines cannot grow memory.
+
+``ok`` variants
+    ``ok``, ``ok 0`` (some forks), ``ok T:.. B:..`` (M105 answers inline: the
+    temperatures become a `TemperatureReport`) and ADVANCED_OK's ``ok N12 P15 B3``.
+    ADVANCED_OK names the line it acknowledges, which is used to resynchronise: every
+    older in-flight line is retired too (its ``ok`` was lost; the firmware executes
+    numbered lines strictly in order, so it must have run them).
+
+Resend requests
+    On a checksum or sequence error Marlin prints ``Error:<why>, Last Line: <n>``,
+    flushes its receive buffer and sends ``Resend: <n+1>`` followed by an ``ok``;
+    other firmware says ``rs <n>`` / ``rs N<n>``. Everything from that line on is
+    re-sent, with its original number. The trailing ``ok`` frees the slot of the
+    rejected line: it is swallowed, never counted as an acknowledgement. Lines that
+    were already on the wire behind the corrupted one each earn another ``Resend``
+    for the same number (bytes in transit survive the flush); up to that many
+    repeats are recognised as stale and ignored (their ``ok`` swallowed too) instead
+    of triggering another retransmission. After `max_resends` genuine requests for
+    one line the link is declared failed. A request for the line after the last one
+    sent needs nothing; a request for a line already acknowledged is served from a
+    short history.
+
+Lost ``ok`` (timeouts)
+    If the oldest line sees no ``ok`` for ``ok_timeout`` seconds
+    (``long_command_timeout`` for homing, leveling, heating waits, M400, dwell, PID
+    tuning, filament change, user waits), a `LinkStalled` is emitted and a *numbered*
+    probe (`M105`) is sent past the window. Numbered, because if the stalled line itself
+    was lost the firmware answers the probe with a ``Resend`` and the line is recovered
+    instead of being silently skipped. When the answer is an ``ok`` carrying
+    temperatures, it is the probe's: every line up to the probe is retired, i.e. the
+    stalled line's ``ok`` is assumed lost (OctoPrint's conclusion, made safe by the
+    numbering). A bare ``ok`` still acknowledges the oldest line (it was just slow; the
+    probe's own ok follows). If the probe becomes the oldest line and times out after at
+    least one ``ok`` arrived since it was sent, that ``ok`` was its own and it is
+    retired; with no ``ok`` at all, `LinkFailed`.
+
+Keep-alives
+    ``echo:busy: processing`` / ``busy: paused for user`` (Marlin's
+    HOST_KEEPALIVE_FEATURE) and the once-a-second ``... W:?`` heating-wait lines
+    push the deadline out. Plain temperature auto-reports do *not*: they arrive every
+    few seconds no matter what, and would hide a lost ``ok`` forever. Old Marlin's
+    ``wait`` (NO_TIMEOUTS) means the opposite of busy: "my queue is empty and you
+    have not sent anything for a second". It is never an error, but if it arrives
+    while a line has been in flight for `WAIT_MEANS_IDLE_AFTER` seconds, the ``ok``
+    was lost and the probe goes out right away rather than after ``ok_timeout``.
+
+Errors
+    Marlin reports one problem on several ``Error:`` lines (``Error:MINTEMP
+    triggered, system stopped! Heater_ID: 0`` then ``Error:Printer halted. kill()
+    called!``), and Marlin 1.0 continued errors on lines starting with ``:``.
+    Consecutive error lines are joined into one `FirmwareError`, closed by the first
+    other line, by a kill/halt line (nothing follows it), or `ERROR_GROUP_GRACE`
+    seconds later via `check_timeouts`. Checksum and sequence errors are reported
+    alone, non-fatal: the ``Resend`` that follows repairs them. ``!!`` lines are
+    fatal halts; ``echo:Unknown command: "X"`` is a non-fatal error. After a fatal
+    error (Marlin has called kill() or stopped) nothing more is written: no ok will
+    come for what is in flight, and the caller collects those tags with
+    ``cancel_pending(include_in_flight=True)``.
+
+Tags
+    Every tag given to `MarlinProtocol.send` comes back exactly once: in a
+    `CommandAcknowledged`, or from whatever dropped its line: the return value of
+    `cancel_pending`, `begin_handshake` or `emergency_stop`, or the ``lost_tags`` of
+    a `FirmwareReset` or `LinkFailed`.
+
+Reset, host actions, firmware info
+    ``start`` means the board rebooted (power blip, watchdog, DTR on port open):
+    everything queued or in flight is gone, so their tags go out in `FirmwareReset`
+    and the handshake is queued again (numbering restarts, `FirmwareInfo` follows:
+    the firmware may have been reflashed). Noise glued to the front of ``start`` (the
+    UART garbage of a reset) is stripped first so the banner is still recognised.
+    ``//action:<name> <argument>`` lines (pause, resume, cancel, disconnect, prompts,
+    notifications) become `ActionCommand`. The `M115` reply (Marlin, Prusa
+    MK3/Buddy: ``FIRMWARE_NAME:... PROTOCOL_VERSION:... MACHINE_TYPE:...`` plus
+    ``Cap:NAME:0|1`` lines) becomes `FirmwareInfo` when its ``ok`` arrives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import reduce
+from operator import xor
+from typing import Final, Literal
+
+from hydrogen.printers.temperature import HeaterReading, is_heating_wait, parse_temperatures
+
+__all__ = [
+    "MAX_GCODE_LENGTH",
+    "MAX_RECEIVED_LINE",
+    "ActionCommand",
+    "Busy",
+    "CommandAcknowledged",
+    "ErrorKind",
+    "Event",
+    "FirmwareError",
+    "FirmwareInfo",
+    "FirmwareReset",
+    "HeaterReading",
+    "LineReceived",
+    "LineSent",
+    "LinkFailed",
+    "LinkStalled",
+    "MarlinProtocol",
+    "ProbeSent",
+    "Resending",
+    "TemperatureReport",
+    "checksum",
+    "validate_gcode",
+]
+
+# Marlin's MAX_CMD_SIZE is 96 bytes including "N<n> ", "*<cs>" and the terminator, and
+# longer lines are dropped or truncated by the firmware. 80 leaves room for line numbers
+# up to 8 digits.
+MAX_GCODE_LENGTH: Final = 80
+# Longest received line kept; the rest of a longer line is discarded.
+MAX_RECEIVED_LINE: Final = 1024
+# Response lines kept per command (M20 on a big SD card can print thousands).
+MAX_RESPONSE_LINES: Final = 4096
+# Lines remembered after their ok, to serve a resend request for an acknowledged line.
+HISTORY_SIZE: Final = 64
+# Seconds after the last Error: line before a multi-line error is closed.
+ERROR_GROUP_GRACE: Final = 0.5
+# A `wait` this long after the oldest line was sent proves that line's ok was lost.
+WAIT_MEANS_IDLE_AFTER: Final = 2.0
+
+# Commands that legitimately run for minutes before their ok.
+LONG_COMMANDS: Final = frozenset(
+    {"G4", "G28", "G29", "G33", "G34", "G35", "G76", "M0", "M1", "M48", "M109", "M190"}
+    | {"M191", "M303", "M400", "M600", "M701", "M702"}
+)
+
+ErrorKind = Literal["thermal", "halted", "unknown_command", "checksum", "line_number", "generic"]
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class LineSent:
+    """A line written to the port (the serial terminal shows both directions).
+    `number` is None only for the emergency M112; `resend` marks retransmissions."""
+
+    text: str
+    number: int | None
+    raw: bytes
+    resend: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LineReceived:
+    """Every non-empty line from the firmware, before any interpretation."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAcknowledged:
+    """The ok for a line queued with `send`. `response` holds what the firmware
+    printed while it was the oldest line in flight (M115, M503, M114 output; M105's
+    temperatures), minus protocol chatter (busy, resend, line errors, host actions,
+    temperature auto-reports), capped at `MAX_RESPONSE_LINES`."""
+
+    tag: object
+    line: str
+    response: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TemperatureReport:
+    """Heater readings keyed as documented in `hydrogen.printers.temperature`."""
+
+    heaters: Mapping[str, HeaterReading]
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareReset:
+    """The firmware printed ``start``: it rebooted and forgot everything. Queued and
+    in-flight lines were dropped (`lost_tags`: their non-None tags, to fail), a
+    failed or halted state is cleared and the handshake (``N0 M110 N0``, M115) has
+    been queued again, so do not start another one. `mid_session` is True if the
+    previous handshake had completed; False is the normal reset that opening the
+    port causes on most boards."""
+
+    lost_tags: tuple[object, ...]
+    mid_session: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareInfo:
+    """Parsed M115 reply. Emitted when the handshake's M115 is acknowledged (with an
+    empty name if the firmware printed nothing usable) and for a user M115."""
+
+    name: str
+    fields: Mapping[str, str]
+    capabilities: Mapping[str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Keep-alive: the firmware is working on (or waiting inside) a command."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareError:
+    """One firmware-reported problem, possibly joined from several lines ("\\n").
+    A fatal one (thermal, halted) puts the protocol in the halted state: nothing more
+    is written, and since the firmware acknowledges nothing more the caller should
+    ``cancel_pending(include_in_flight=True)``."""
+
+    message: str
+    kind: ErrorKind
+    fatal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCommand:
+    """``//action:<action> <argument>`` host action (pause, resume, cancel, ...)."""
+
+    action: str
+    argument: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resending:
+    """A genuine resend request is being honoured (stale repeats are not reported)."""
+
+    from_line: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStalled:
+    """The oldest line's ok is overdue; a probe is about to be sent."""
+
+    reason: str
+    line_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSent:
+    """The stall probe went out, past the window."""
+
+    line: str
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailed:
+    """The protocol gave up (probe unanswered, resend loop, unrecoverable resend).
+    Queued and in-flight lines were dropped (`lost_tags`); nothing but an emergency
+    stop is written until `begin_handshake` or a firmware ``start``."""
+
+    reason: str
+    lost_tags: tuple[object, ...]
+
+
+Event = (
+    LineSent
+    | LineReceived
+    | CommandAcknowledged
+    | TemperatureReport
+    | FirmwareReset
+    | FirmwareInfo
+    | Busy
+    | FirmwareError
+    | ActionCommand
+    | Resending
+    | LinkStalled
+    | ProbeSent
+    | LinkFailed
+)
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def checksum(s: str) -> int:
+    """XOR of every byte of `s` (the part of the line before ``*``)."""
+    return reduce(xor, s.encode("ascii"), 0)
+
+
+_COMMAND_WORD = re.compile(r"([A-Za-z])([+-]?\d+(?:\.\d+)?)")
+
+
+def _command_word(text: str) -> str:
+    match = _COMMAND_WORD.match(text)
+    if match is None:
+        return ""
+    number = match[2]
+    if "." not in number:
+        number = str(int(number))
+    return match[1].upper() + number
+
+
+def validate_gcode(line: str) -> str:
+    """Normalise one G-code line for sending or raise ValueError saying why it cannot
+    be sent: comments (``;``) and surrounding whitespace are stripped, tabs become
+    spaces and the command letter is upper-cased; nothing else is changed, so M117
+    text keeps its case."""
+    if not isinstance(line, str):
+        raise ValueError(f"G-code must be a string, not {type(line).__name__}")
+    text = line.split(";", 1)[0].replace("\t", " ").strip()
+    if not text:
+        raise ValueError("empty G-code line (nothing left after removing comments)")
+    for position, char in enumerate(text):
+        if char in "\r\n":
+            raise ValueError("G-code line contains a line break; send one command per line")
+        if not " " <= char <= "~":
+            raise ValueError(
+                f"G-code line contains a non-ASCII or control character {char!r} "
+                f"at position {position}"
+            )
+    if "*" in text:
+        raise ValueError("'*' is reserved for the checksum and cannot appear in G-code")
+    if len(text) > MAX_GCODE_LENGTH:
+        raise ValueError(
+            f"G-code line is {len(text)} characters; the firmware accepts at most "
+            f"{MAX_GCODE_LENGTH}"
+        )
+    word = _command_word(text)
+    if not word:
+        raise ValueError(
+            f"not a G-code command: {text[:20]!r} does not start with a command word "
+            "such as G1, M105 or T0"
+        )
+    if word[0] == "N":
+        raise ValueError("line numbers are added by the gateway; remove the N word")
+    if word == "M110":
+        raise ValueError("M110 is reserved: the gateway manages line numbering")
+    return text[0].upper() + text[1:]
+
+
+def _classify_error(message: str) -> tuple[ErrorKind, bool]:
+    low = message.lower()
+    if "checksum" in low or "no line number" in low:
+        return "checksum", False
+    if "line number" in low:
+        return "line_number", False
+    thermal = ("mintemp", "maxtemp", "thermal runaway", "heating failed", "malfunction")
+    if any(word in low for word in thermal):
+        return "thermal", True
+    if any(word in low for word in ("kill()", "halted", "printer stopped", "killed")):
+        return "halted", True
+    if "unknown command" in low:
+        return "unknown_command", False
+    return "generic", False
+
+
+_ERROR_PRIORITY: Final[dict[ErrorKind, int]] = {
+    "thermal": 4,
+    "halted": 3,
+    "unknown_command": 1,
+    "generic": 0,
+}
+
+
+_INFO_KEY = re.compile(r"(?:(?<=\s)|^)([A-Z][A-Z0-9_]*):")
+
+
+def _parse_firmware_info(lines: tuple[str, ...]) -> FirmwareInfo | None:
+    fields: dict[str, str] = {}
+    capabilities: dict[str, bool] = {}
+    for line in lines:
+        if line.startswith("Cap:"):
+            name, _, value = line[4:].partition(":")
+            if name.strip():
+                capabilities[name.strip()] = value.strip() == "1"
+            continue
+        start = line.find("FIRMWARE_NAME:")
+        if start < 0:
+            continue
+        text = line[start:]
+        keys = list(_INFO_KEY.finditer(text))
+        for key, following in zip(keys, [*keys[1:], None], strict=True):
+            end = following.start() if following is not None else len(text)
+            fields[key[1]] = text[key.end() : end].strip()
+    if "FIRMWARE_NAME" not in fields and not capabilities:
+        return None
+    return FirmwareInfo(fields.get("FIRMWARE_NAME", ""), fields, capabilities)
+
+
+_OK = re.compile(r"ok\b\s*(.*)", re.DOTALL)
+_ADVANCED_OK = re.compile(r"N(\d+)\b")
+_RESEND = re.compile(r"(?:resend|rs)\b[:\s]*N?:?\s*(\d+)", re.IGNORECASE)
+_BUSY = re.compile(r"(?:echo:\s*)?busy:\s*(.*)", re.IGNORECASE)
+_ERROR = re.compile(r"error:\s*(.*)", re.IGNORECASE)
+_UNKNOWN = re.compile(r"echo:\s*(unknown command:.*)", re.IGNORECASE)
+_ACTION = re.compile(r"//\s*action:\s*(\S*)\s*(.*)")
+_EOL = re.compile(rb"[\r\n]")
+# Whitespace and undecodable bytes around a line: noise after a reset glues itself to
+# the front of "start" or "ok", which must still be recognised. A line of nothing but
+# noise is dropped.
+_EDGE_NOISE = re.compile(r"^[^\x21-\x7e]+|[^\x21-\x7e]+$")
+
+
+# ------------------------------------------------------------------ protocol
+
+
+@dataclass(eq=False, slots=True)
+class _Line:
+    text: str
+    tag: object
+    # user: from send(); detached: user line whose tag cancel_pending handed back;
+    # handshake/probe: generated here; replay: acknowledged line the firmware re-requested
+    origin: Literal["user", "detached", "handshake", "probe", "replay"]
+    timeout: float
+    number: int | None = None
+    written: bool = False
+    sent_at: float = 0.0
+    deadline: float = 0.0
+    response: list[str] = field(default_factory=list)
+
+
+def _number(line: _Line) -> int:
+    assert line.number is not None, "only written lines are numbered"
+    return line.number
+
+
+class MarlinProtocol:
+    """Line-numbered, checksummed, ok-windowed G-code streaming (see module docs).
+
+    Every tag passed to `send` comes back exactly once: in a `CommandAcknowledged`,
+    or from the call or event that dropped its line (`cancel_pending`,
+    `begin_handshake`, `emergency_stop`, `FirmwareReset.lost_tags`,
+    `LinkFailed.lost_tags`). Tags that are None are never handed back.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: int = 1,
+        ok_timeout: float = 10.0,
+        long_command_timeout: float = 300.0,
+        max_resends: int = 5,
+        probe_command: str = "M105",
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self._window = window
+        self._ok_timeout = ok_timeout
+        self._long_timeout = long_command_timeout
+        self._max_resends = max_resends
+        self._probe_command = validate_gcode(probe_command)
+
+        self._queue: deque[_Line] = deque()  # not yet numbered
+        self._resend_queue: deque[_Line] = deque()  # numbered, waiting to go out again
+        self._in_flight: deque[_Line] = deque()  # written, awaiting ok, in number order
+        self._history: dict[int, str] = {}
+        self._next_number = 1  # a freshly booted Marlin expects N1 next
+        self._last_number: int | None = None
+        self._events: list[Event] = []
+
+        self._emergency = False
+        self._failed = False
+        self._halted = False
+        self._handshake_done = False
+        self._probe_wanted = False
+        self._probe: _Line | None = None
+        self._oks_since_probe = 0
+        self._swallow_oks = 0
+        self._resend_target: int | None = None
+        self._resend_attempts = 0
+        self._stale_budget = 0
+
+        self._rx = bytearray()
+        self._discarding = False
+        self._error_lines: list[str] = []
+        self._error_at = 0.0
+
+        self._lines_sent = 0
+        self._resends = 0
+        self._oks_assumed_lost = 0
+        self._unexpected_oks = 0
+
+    # ---------------------------------------------------------------- commands
+    # `now` on the command methods is accepted for symmetry with the I/O calls; a
+    # line's ok deadline starts when `data_to_send` writes it, not when it is queued.
+
+    def begin_handshake(self, now: float | None = None) -> list[object]:
+        """Drop all work (returning its tags), reset numbering with ``N0 M110 N0`` and
+        ask for M115 (`FirmwareInfo` follows its ok). Also the way out of a failed or
+        halted state. Not needed after a `FirmwareReset`, which queues it already;
+        calling it while a previous M110 may still be answered can credit that late
+        ok to the new M110."""
+        lost = self._drop_all()
+        self._start_handshake()
+        return lost
+
+    def send(self, line: str, now: float | None = None, *, tag: object = None) -> None:
+        """Queue one G-code line; raises ValueError (from `validate_gcode`) for input
+        that must not reach the firmware. M112 is not queued behind other work: it is
+        written first, like `emergency_stop`, and the protocol halts; as `send` cannot
+        return tags, nothing is dropped: `cancel_pending` hands them back (the M112's
+        own included, as no ok will come for it)."""
+        text = validate_gcode(line)
+        word = _command_word(text)
+        timeout = self._long_timeout if word in LONG_COMMANDS else self._ok_timeout
+        self._queue.append(_Line(text, tag, "user", timeout))
+        if word == "M112":
+            self._emergency = True
+            self._halted = True
+
+    def emergency_stop(self, now: float | None = None) -> list[object]:
+        """Write an unnumbered M112 ahead of everything on the next `data_to_send`
+        (Marlin's emergency parser acts on it without line numbers or checksums), drop
+        all other work (returning its tags) and write nothing else until
+        `begin_handshake` or a firmware ``start``: the firmware is about to kill
+        itself."""
+        self._emergency = True
+        self._halted = True
+        return self._drop_all()
+
+    def cancel_pending(
+        self, reason: str = "cancelled", *, include_in_flight: bool = False
+    ) -> list[object]:
+        """Drop the queued lines and return their tags. With `include_in_flight`, also
+        return the tags of lines already written (for a halted, reset or closed link,
+        where no ok will come): those lines keep their slot in the ok window until
+        their ok arrives, so the accounting stays right, but produce no
+        `CommandAcknowledged`. `reason` is for the caller's records only."""
+        tags: list[object] = []
+        if include_in_flight:
+            for line in (*self._in_flight, *self._resend_queue):
+                if line.origin == "user":
+                    if line.tag is not None:
+                        tags.append(line.tag)
+                    line.origin = "detached"
+                    line.tag = None
+        # The protocol's own lines (a queued handshake) stay: they are not the caller's.
+        tags += [line.tag for line in self._queue if line.origin == "user" and line.tag is not None]
+        self._queue = deque(line for line in self._queue if line.origin != "user")
+        return tags
+
+    # ---------------------------------------------------------------- output
+
+    def data_to_send(self, now: float) -> bytes:
+        """Bytes to write now: the emergency stop, a due probe, then as many
+        (re)queued lines as the ok window allows."""
+        out: list[bytes] = []
+        if self._emergency:
+            self._emergency = False
+            raw = b"M112\n"
+            out.append(raw)
+            self._emit_sent(LineSent("M112", None, raw))
+        if self._failed or self._halted:
+            return b"".join(out)
+        if self._probe_wanted:
+            self._probe_wanted = False
+            self._send_probe(now, out)
+        while len(self._in_flight) < self._window:
+            if self._resend_queue:
+                self._write(self._resend_queue.popleft(), now, out)
+            elif self._queue:
+                self._write(self._queue.popleft(), now, out)
+            else:
+                break
+        return b"".join(out)
+
+    def next_events(self) -> list[Event]:
+        """Drain the events produced so far, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    # ---------------------------------------------------------------- input
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        buffer = self._rx
+        buffer += data
+        start = 0
+        for match in _EOL.finditer(buffer):
+            end = match.start()
+            if self._discarding:
+                self._discarding = False  # end of an over-long line already reported
+            else:
+                self._handle_raw(bytes(buffer[start : min(end, start + MAX_RECEIVED_LINE)]), now)
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > MAX_RECEIVED_LINE:
+            if not self._discarding:
+                self._handle_raw(bytes(buffer[:MAX_RECEIVED_LINE]), now)
+                self._discarding = True
+            buffer.clear()
+
+    def check_timeouts(self, now: float) -> None:
+        """Close a pending multi-line error and run the lost-ok state machine."""
+        if self._error_lines and now - self._error_at >= ERROR_GROUP_GRACE:
+            self._flush_error()
+        if self._failed or self._halted or not self._in_flight:
+            return
+        probe = self._probe
+        if probe is not None and probe.written:
+            if now < probe.deadline:
+                return
+            if self._oks_since_probe and self._in_flight[0] is probe:
+                # The ok we credited to the stalled line was the probe's own.
+                self._oks_assumed_lost += 1
+                self._retire(1, now)
+                return
+            self._fail(f"no answer to the probe N{probe.number} within {probe.timeout:g}s")
+            return
+        oldest = self._in_flight[0]
+        if now >= oldest.deadline and not self._probe_wanted:
+            self._stall(
+                oldest, f"no ok for N{oldest.number} {oldest.text!r} within {oldest.timeout:g}s"
+            )
+
+    def next_timeout(self) -> float | None:
+        """Earliest ``now`` at which `check_timeouts` has something to do, for I/O
+        layers that prefer sleeping to polling."""
+        times: list[float] = []
+        if self._error_lines:
+            times.append(self._error_at + ERROR_GROUP_GRACE)
+        live = not (self._failed or self._halted or self._probe_wanted)
+        if live and self._in_flight:
+            probe = self._probe
+            times.append(probe.deadline if probe and probe.written else self._in_flight[0].deadline)
+        return min(times, default=None)
+
+    # ---------------------------------------------------------------- stats
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @property
+    def lines_sent(self) -> int:
+        """Lines written, retransmissions, probes and M112 included."""
+        return self._lines_sent
+
+    @property
+    def resends(self) -> int:
+        """Lines written again because the firmware asked for them."""
+        return self._resends
+
+    @property
+    def in_flight(self) -> int:
+        """Numbered lines the firmware has not acknowledged (incl. awaiting resend)."""
+        return len(self._in_flight) + len(self._resend_queue)
+
+    @property
+    def queued(self) -> int:
+        """Lines waiting for a slot in the window."""
+        return len(self._queue)
+
+    @property
+    def last_line_number(self) -> int | None:
+        """Number of the newest line written since the last reset of numbering."""
+        return self._last_number
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._handshake_done
+
+    @property
+    def failed(self) -> bool:
+        """A `LinkFailed` was emitted; only `begin_handshake` or ``start`` revive it."""
+        return self._failed
+
+    @property
+    def halted(self) -> bool:
+        """Emergency stop sent or a fatal firmware error seen; nothing is written."""
+        return self._halted
+
+    @property
+    def oks_assumed_lost(self) -> int:
+        return self._oks_assumed_lost
+
+    @property
+    def unexpected_oks(self) -> int:
+        return self._unexpected_oks
+
+    # ---------------------------------------------------------------- writing
+
+    def _emit_sent(self, event: LineSent) -> None:
+        self._lines_sent += 1
+        self._events.append(event)
+
+    def _write(self, line: _Line, now: float, out: list[bytes]) -> None:
+        resend = line.number is not None
+        if line.number is None:
+            line.number = self._next_number
+            self._next_number += 1
+            self._last_number = line.number
+            self._history[line.number] = line.text
+            while len(self._history) > HISTORY_SIZE:
+                del self._history[next(iter(self._history))]
+        else:
+            self._resends += 1
+            line.response.clear()
+        body = f"N{line.number} {line.text}"
+        raw = f"{body}*{checksum(body)}\n".encode("ascii")
+        line.written = True
+        line.sent_at = now
+        line.deadline = now + line.timeout
+        self._in_flight.append(line)
+        out.append(raw)
+        self._emit_sent(LineSent(line.text, line.number, raw, resend))
+
+    def _send_probe(self, now: float, out: list[bytes]) -> None:
+        if not self._in_flight:
+            return  # the overdue ok arrived before the probe could be written
+        if self._resend_queue:
+            # A new number would overtake lines waiting to be re-sent; send the next
+            # of those past the window instead, it provokes an answer just as well.
+            line = self._resend_queue.popleft()
+        else:
+            line = _Line(self._probe_command, None, "probe", self._ok_timeout)
+        self._probe = line
+        self._oks_since_probe = 0
+        self._write(line, now, out)
+        self._events.append(ProbeSent(line.text, _number(line)))
+
+    # ---------------------------------------------------------------- state changes
+
+    def _reset_numbering(self, next_number: int) -> None:
+        self._next_number = next_number
+        self._last_number = None
+        self._history.clear()
+
+    def _start_handshake(self) -> None:
+        self._failed = self._halted = False
+        self._handshake_done = False
+        self._reset_numbering(0)
+        self._queue.append(_Line("M110 N0", None, "handshake", self._ok_timeout))
+        self._queue.append(_Line("M115", None, "handshake", self._ok_timeout))
+
+    def _drop_all(self) -> list[object]:
+        lines = [*self._in_flight, *self._resend_queue, *self._queue]
+        self._in_flight.clear()
+        self._resend_queue.clear()
+        self._queue.clear()
+        self._probe = None
+        self._probe_wanted = False
+        self._oks_since_probe = 0
+        self._swallow_oks = 0
+        self._resend_target = None
+        self._resend_attempts = 0
+        self._stale_budget = 0
+        return [line.tag for line in lines if line.origin == "user" and line.tag is not None]
+
+    def _fail(self, reason: str) -> None:
+        lost = self._drop_all()
+        self._failed = True
+        self._events.append(LinkFailed(reason, tuple(lost)))
+
+    def _stall(self, oldest: _Line, reason: str) -> None:
+        # Repeats of a resend request arrive within milliseconds; after a stall any
+        # further request is genuine.
+        self._stale_budget = 0
+        self._probe_wanted = True
+        self._events.append(LinkStalled(reason, oldest.number))
+
+    def _retire(self, count: int, now: float) -> None:
+        """Acknowledge the `count` oldest in-flight lines."""
+        for _ in range(count):
+            line = self._in_flight.popleft()
+            if line is self._probe:
+                self._probe = None
+                self._oks_since_probe = 0
+            if line.number == self._resend_target:
+                self._resend_target = None
+                self._resend_attempts = 0
+                self._stale_budget = 0
+            response = tuple(line.response)
+            if line.origin == "user":
+                self._events.append(CommandAcknowledged(line.tag, line.text, response))
+            if _command_word(line.text) == "M115" and line.origin != "probe":
+                info = _parse_firmware_info(response)
+                if line.origin == "handshake":
+                    self._handshake_done = True
+                    info = info or FirmwareInfo("", {}, {})
+                if info is not None:
+                    self._events.append(info)
+        if self._in_flight:
+            oldest = self._in_flight[0]
+            oldest.deadline = max(oldest.deadline, now + oldest.timeout)
+
+    @property
+    def _probe_outstanding(self) -> bool:
+        return self._probe is not None and self._probe.written
+
+    def _keep_alive(self, now: float) -> None:
+        if self._in_flight:
+            oldest = self._in_flight[0]
+            oldest.deadline = max(oldest.deadline, now + self._ok_timeout)
+        if self._probe is not None and self._probe.written:
+            self._probe.deadline = max(self._probe.deadline, now + self._ok_timeout)
+
+    def _add_response(self, text: str) -> None:
+        if self._in_flight and len(self._in_flight[0].response) < MAX_RESPONSE_LINES:
+            self._in_flight[0].response.append(text)
+
+    # ---------------------------------------------------------------- reading
+
+    def _handle_raw(self, raw: bytes, now: float) -> None:
+        text = _EDGE_NOISE.sub("", raw.decode("ascii", "replace").replace("\x00", ""))
+        if text:
+            self._events.append(LineReceived(text))
+            self._handle_line(text, now)
+
+    def _handle_line(self, text: str, now: float) -> None:
+        if match := _ERROR.match(text):
+            self._handle_error(match[1].strip(), now)
+            return
+        if text.startswith(":") and self._error_lines:
+            self._error_lines[-1] += text  # Marlin 1.0: "Error:0" + ": Extruder switched off..."
+            self._error_at = now
+            return
+        self._flush_error()
+
+        if match := _OK.match(text):
+            self._handle_ok(match[1].strip(), now)
+        elif match := _RESEND.match(text):
+            self._handle_resend(int(match[1]))
+        elif match := _BUSY.match(text):
+            self._keep_alive(now)
+            self._events.append(Busy(match[1].strip()))
+        elif text == "wait":
+            self._handle_wait(now)
+        elif text == "start":
+            mid_session = self._handshake_done
+            lost = self._drop_all()
+            self._start_handshake()
+            self._events.append(FirmwareReset(tuple(lost), mid_session))
+        elif text.startswith("!!"):
+            self._add_response(text)
+            self._firmware_error(text[2:].strip(), "halted", fatal=True)
+        elif match := _ACTION.match(text):
+            self._events.append(ActionCommand(match[1], match[2].strip()))
+        elif match := _UNKNOWN.match(text):
+            self._add_response(text)
+            self._firmware_error(match[1].strip(), "unknown_command", fatal=False)
+        elif (heaters := parse_temperatures(text)) is not None:
+            if is_heating_wait(text):
+                self._keep_alive(now)
+            if self._in_flight and _command_word(self._in_flight[0].text) == "M105":
+                self._add_response(text)
+            self._events.append(TemperatureReport(heaters, text))
+        else:
+            self._add_response(text)
+
+    def _firmware_error(self, message: str, kind: ErrorKind, *, fatal: bool) -> None:
+        self._events.append(FirmwareError(message, kind, fatal))
+        if fatal:
+            self._halted = True  # a killed or stopped firmware acts on nothing more
+
+    def _handle_error(self, message: str, now: float) -> None:
+        kind, _ = _classify_error(message)
+        if kind in ("checksum", "line_number"):
+            # Resend bookkeeping, reported alone; the Resend line that follows repairs it.
+            self._flush_error()
+            self._firmware_error(message, kind, fatal=False)
+            return
+        self._add_response(f"Error:{message}")
+        self._error_lines.append(message)
+        self._error_at = now
+        if kind == "halted":
+            self._flush_error()  # kill() is the last thing Marlin prints
+
+    def _flush_error(self) -> None:
+        if not self._error_lines:
+            return
+        lines, self._error_lines = self._error_lines, []
+        classified = [_classify_error(line) for line in lines]
+        kind = max((kind for kind, _ in classified), key=lambda k: _ERROR_PRIORITY.get(k, 0))
+        fatal = any(fatal for _, fatal in classified)
+        self._firmware_error("\n".join(lines), kind, fatal=fatal)
+
+    def _handle_ok(self, payload: str, now: float) -> None:
+        heaters = parse_temperatures(payload) if payload else None
+        if heaters is not None:
+            self._events.append(TemperatureReport(heaters, payload))
+        if self._probe_outstanding:
+            self._oks_since_probe += 1
+        if self._swallow_oks:
+            self._swallow_oks -= 1  # the ok Marlin sends after "Resend:" frees no line
+            return
+        if not self._in_flight:
+            self._unexpected_oks += 1
+            return
+        if heaters is not None and _command_word(self._in_flight[0].text) == "M105":
+            self._add_response(payload)
+        count = 1
+        if match := _ADVANCED_OK.match(payload):
+            number = int(match[1])
+            if number < _number(self._in_flight[0]):
+                self._unexpected_oks += 1  # names a line already acknowledged
+                return
+            for index, line in enumerate(self._in_flight):
+                if line.number == number:
+                    count = index + 1
+                    break
+        elif (
+            heaters is not None
+            and self._probe is not None
+            and self._probe.written
+            and _command_word(self._probe.text) == "M105"
+        ):
+            # The inline temperatures mark the probe's own ok: the stalled lines' oks
+            # were lost (they ran: the firmware accepted the numbered probe after them).
+            count = self._in_flight.index(self._probe) + 1
+        self._oks_assumed_lost += count - 1
+        self._retire(count, now)
+
+    def _handle_wait(self, now: float) -> None:
+        if (
+            self._in_flight
+            and not self._failed
+            and not self._halted
+            and not self._probe_outstanding
+            and not self._probe_wanted
+            and now - self._in_flight[0].sent_at >= WAIT_MEANS_IDLE_AFTER
+        ):
+            oldest = self._in_flight[0]
+            self._stall(oldest, f"firmware idle ('wait') with N{oldest.number} unacknowledged")
+
+    def _handle_resend(self, number: int) -> None:
+        self._swallow_oks += 1  # Marlin follows every Resend: with an ok
+        if self._failed or self._halted:
+            return
+        if number == self._resend_target and self._stale_budget > 0:
+            self._stale_budget -= 1  # caused by a line that was already on the wire
+            return
+        last = self._next_number - 1
+        if number > last:
+            # The firmware has everything we sent. If its counter is ahead of ours
+            # (a reset we did not see, a stray M110), continue from its numbering.
+            if number > last + 1:
+                self._reset_numbering(number)
+            return
+        kept = [line for line in self._in_flight if _number(line) < number]
+        pending = [line for line in self._in_flight if _number(line) >= number]
+        pending += self._resend_queue
+        first = _number(pending[0]) if pending else self._next_number
+        if any(n not in self._history for n in range(number, first)):
+            self._fail(f"firmware asked to resend N{number}, which is no longer available")
+            return
+        if number == self._resend_target:
+            self._resend_attempts += 1
+        else:
+            self._resend_target = number
+            self._resend_attempts = 1
+        if self._resend_attempts > self._max_resends:
+            self._fail(f"N{number} rejected {self._max_resends} times (resend loop)")
+            return
+        self._stale_budget = sum(1 for line in pending if line.written and line.number != number)
+        replay = [
+            _Line(self._history[n], None, "replay", self._ok_timeout, number=n)
+            for n in range(number, first)
+        ]
+        for line in pending:
+            line.written = False
+        self._in_flight = deque(kept)
+        self._resend_queue = deque([*replay, *pending])
+        self._events.append(Resending(number, self._resend_attempts))
