@@ -128,6 +128,7 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
     from aiohttp import web
 
     from hydrogen.gateway import Gateway
+    from hydrogen.jobs.manager import JobManager
     from hydrogen.printers.manager import PrinterManager
     from hydrogen.sdnotify import Notifier, watchdog_loop
     from hydrogen.server.accesslog import RedactingAccessLogger
@@ -140,7 +141,8 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
         loop.add_signal_handler(signum, stop.set)
     notifier = Notifier.from_environment()
     gateway = Gateway(config)
-    app = create_app(gateway, PrinterManager(gateway))
+    printers = PrinterManager(gateway)
+    app = create_app(gateway, printers, JobManager(gateway, printers))
     runner = web.AppRunner(
         app, access_log_class=RedactingAccessLogger, handle_signals=False, shutdown_timeout=5.0
     )

@@ -28,6 +28,7 @@ __all__ = [
     "ApiKey",
     "Config",
     "ConfigError",
+    "JobsConfig",
     "LimitsConfig",
     "LogConfig",
     "MetricsConfig",
@@ -150,6 +151,38 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    #: Largest accepted upload; bigger ones get 413 and leave nothing behind.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    #: G-code run when a job pauses (e.g. park the head), when it resumes, and
+    #: when it is cancelled (the default turns heaters, fan and motors off).
+    pause_script: str = ""
+    resume_script: str = ""
+    cancel_script: str = "M104 S0\nM140 S0\nM107\nM84"
+    #: Send ``M73 P<percent> R<minutes>`` so the printer's display shows progress.
+    m73_progress: bool = True
+    #: The printer OctoPrint-style uploads with ``print=true`` start on (default: the first).
+    default_printer: str = ""
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.max_upload_bytes >= 1024,
+            f"{path}.max_upload_bytes",
+            "must be >= 1024",
+            self.max_upload_bytes,
+        )
+        for name in ("pause_script", "resume_script", "cancel_script"):
+            for line in getattr(self, name).splitlines():
+                stripped = line.split(";", 1)[0].strip()
+                _check(
+                    not stripped or stripped.isascii(),
+                    f"{path}.{name}",
+                    "must be ASCII G-code lines",
+                    line,
+                )
+
+
+@dataclass(frozen=True)
 class PrinterConfig:
     name: str
     #: A serial device path, or the word ``simulator`` for the built-in simulated printer.
@@ -203,6 +236,7 @@ class Config:
     status: StatusConfig = StatusConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    jobs: JobsConfig = JobsConfig()
     keys: tuple[ApiKey, ...] = ()
     printers: tuple[PrinterConfig, ...] = ()
     state_dir: Path = field(default_factory=lambda: default_state_dir())
@@ -240,6 +274,7 @@ _SECTIONS: dict[str, type] = {
     "status": StatusConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
+    "jobs": JobsConfig,
 }
 
 

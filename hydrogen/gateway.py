@@ -204,5 +204,7 @@ class Gateway:
                 "messages_per_second": limits.messages_per_second,
                 "message_burst": limits.message_burst,
                 "queue_limit": limits.queue_limit,
+                "drop_limit": limits.drop_limit,
+                "heartbeat_seconds": limits.heartbeat_seconds,
             },
         }

@@ -56,8 +56,6 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     #: The client's outbound backlog passed the hard bound: it stopped reading.
     SLOW_CONSUMER = 4001
-    #: A binary frame: the protocol is text-only.
-    UNSUPPORTED_DATA = 1003
 
 
 class Role(enum.IntEnum):

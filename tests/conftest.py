@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from hydrogen.config import ApiKey, Config, LimitsConfig, StatusConfig, load_config
 from hydrogen.gateway import Gateway
+from hydrogen.jobs.manager import JobManager
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import SUBPROTOCOL, Role
 from hydrogen.server.app import create_app
@@ -40,9 +41,11 @@ async def gateway_client(aiohttp_client: Any, tmp_path: Any) -> GatewayFactory:
 
     async def factory(**config_changes: Any) -> tuple[Gateway, TestClient]:
         gateway = Gateway(make_config(tmp_path, **config_changes))
-        manager = PrinterManager(gateway) if gateway.config.printers else None
-        client = await aiohttp_client(create_app(gateway, manager))
-        client.printers = manager  # type: ignore[attr-defined]
+        printers = PrinterManager(gateway)
+        jobs = JobManager(gateway, printers)
+        client = await aiohttp_client(create_app(gateway, printers, jobs))
+        client.printers = printers  # type: ignore[attr-defined]
+        client.jobs = jobs  # type: ignore[attr-defined]
         return gateway, client
 
     return factory

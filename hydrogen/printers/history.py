@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hydrogen.protocol import utc_iso
+
 
 @dataclass(frozen=True, slots=True)
 class HeaterSample:
@@ -27,7 +29,8 @@ class TemperatureSample:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "time": round(self.time, 3),
+            "time": utc_iso(self.time),
+            "timestamp": round(self.time, 3),
             "heaters": {
                 name: {"actual": h.actual, "target": h.target, "power": h.power}
                 for name, h in self.heaters.items()

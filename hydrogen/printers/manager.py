@@ -129,8 +129,6 @@ class PrinterManager:
     async def _on_command(self, session: Session, request: Request) -> dict[str, Any]:
         printer = self.get(request.get("printer"), request)
         gcode = request.require_str("gcode", max_length=MAX_GCODE_CHARS)
-        if gcode.count("\n") >= MAX_GCODE_LINES:
-            raise request.invalid(f"at most {MAX_GCODE_LINES} lines per command", member="gcode")
         response = await run_command(printer, gcode, request.id)
         return protocol.reply(request, "command_result", printer=printer.name, **response)
 
@@ -160,6 +158,13 @@ class PrinterManager:
 
 async def run_command(printer: Printer, gcode: str, request_id: Any = None) -> dict[str, Any]:
     """Shared by the WebSocket and HTTP command interfaces."""
+    if gcode.count("\n") >= MAX_GCODE_LINES:
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"at most {MAX_GCODE_LINES} lines per command",
+            {"member": "gcode"},
+            request_id=request_id,
+        )
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:

@@ -35,7 +35,7 @@ Notify = Callable[..., None]
 Opener = Callable[[PrinterConfig], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 #: Commands that legitimately keep the firmware busy: the printer shows ``busy``.
-_LONG_COMMANDS = ("G28", "G29", "M109", "M190", "M400", "M303", "G4")
+_LONG_COMMANDS = marlin.LONG_COMMANDS
 
 
 class PrinterState(enum.StrEnum):
@@ -134,17 +134,22 @@ class Printer:
         if self._link_lost is not None and not self._link_lost.done():
             self._link_lost.set_result("reconnect requested")
         self._reconnect_now.set()
+        if self._task is not None and self._task.done() and not self._stopping:
+            # auto-reconnect is off and the link loop ended: an explicit request restarts it
+            self._task = asyncio.create_task(self._run(), name=f"printer-{self.name}")
 
     async def _run(self) -> None:
         delay = 1.0
         first = True
+        last_failure: str | None = None
         while not self._stopping:
             self._set_state(PrinterState.CONNECTING, f"opening {self.config.device}")
             try:
                 reader, writer = await asyncio.wait_for(self._opener(self.config), 10)
             except (OSError, serial.SerialException, TimeoutError) as exc:
                 reason = f"cannot open {self.config.device}: {_describe(exc)}"
-                if self.state_reason != reason:
+                if last_failure != reason:  # one notification per outage, not per retry
+                    last_failure = reason
                     log.warning("printer %s: %s", self.name, reason)
                     self._notify(
                         "warning",
@@ -161,6 +166,7 @@ class Printer:
             if not first:
                 self.stats.reconnects += 1
             first = False
+            last_failure = None
             delay = 1.0
             reason = await self._session(reader, writer)
             if self._stopping:
@@ -348,7 +354,9 @@ class Printer:
             case marlin.LineSent(text=text):
                 self.stats.lines_sent += 1
                 self._publish_serial("send", text, now)
-            case marlin.CommandAcknowledged(tag=tag, response=response):
+            case marlin.CommandAcknowledged(tag=tag, line=line, response=response):
+                if _is_long(line):
+                    self._long_finished()
                 self._acknowledged(tag, response)
             case marlin.TemperatureReport(heaters=heaters):
                 self._temperatures(heaters, now)
@@ -421,13 +429,7 @@ class Printer:
         topic = self.topic("temperature")
         self._hub.publish(
             topic,
-            {
-                "type": "temperature",
-                "topic": topic,
-                "printer": self.name,
-                "time": protocol.utc_iso(now),
-                **sample.as_dict(),
-            },
+            {"type": "temperature", "topic": topic, "printer": self.name, **sample.as_dict()},
             coalesce=True,
         )
 
@@ -551,7 +553,7 @@ class Printer:
         """Queue one validated line with a tag whose ``ok`` the caller awaits (jobs use this)."""
         if not self.accepts_commands or self._proto is None:
             raise PrinterUnavailable(self._unavailable_reason())
-        if line.split(" ", 1)[0].upper() in _LONG_COMMANDS:
+        if _is_long(line):
             self._outstanding_long += 1
             if self.state is PrinterState.READY:
                 self._set_state(PrinterState.BUSY, f"running {line.split(' ', 1)[0].upper()}")
@@ -645,14 +647,16 @@ class _Tag:
         self.printer = printer
 
     def done(self, response: tuple[str, ...]) -> None:
-        if self.line.split(" ", 1)[0].upper() in _LONG_COMMANDS:
-            self.printer._long_finished()
         if not self.future.done():
             self.future.set_result(response)
 
     def fail(self, reason: str) -> None:
         if not self.future.done():
             self.future.set_exception(CommandFailed(reason))
+
+
+def _is_long(line: str) -> bool:
+    return line.split(" ", 1)[0].upper() in _LONG_COMMANDS
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

@@ -13,10 +13,11 @@ from prometheus_client.exposition import choose_encoder
 
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
+from hydrogen.jobs.manager import JobManager
 from hydrogen.metrics.registry import build_registry
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import Role
-from hydrogen.server import auth, printers_api
+from hydrogen.server import auth, dashboard, jobs_api, printers_api
 from hydrogen.server.errors import error_middleware
 from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
 from hydrogen.server.limits import ConnectionLimiter
@@ -27,21 +28,11 @@ REGISTRY = web.AppKey("registry", object)
 #: Seconds writers get to flush the final status frame before sockets close.
 SHUTDOWN_FLUSH_SECONDS = 0.5
 
-_INDEX = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Hydrogen</title>
-<meta name="viewport" content="width=device-width,initial-scale=1"></head>
-<body><h1>Hydrogen gateway</h1>
-<p>WebSocket: <code>new WebSocket('ws://' + location.host, 'hydrogen-protocol')</code>
-with <code>Authorization: Key &lt;key&gt;</code> or <code>?key=</code>.</p>
-<p><a href="/api/system/health">health</a> &middot; <a href="/metrics">metrics</a></p>
-</body></html>
-"""
-
 
 async def index(request: web.Request) -> web.StreamResponse:
     if is_websocket_upgrade(request):
         return await websocket_handler(request)
-    return web.Response(text=_INDEX, content_type="text/html")
+    return await dashboard.index(request)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -90,7 +81,9 @@ async def _on_shutdown(app: web.Application) -> None:
     await close_all(app)
 
 
-def create_app(gateway: Gateway, printers: PrinterManager | None = None) -> web.Application:
+def create_app(
+    gateway: Gateway, printers: PrinterManager | None = None, jobs: JobManager | None = None
+) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
     limits = gateway.config.limits
     app[GATEWAY] = gateway
@@ -104,6 +97,9 @@ def create_app(gateway: Gateway, printers: PrinterManager | None = None) -> web.
     app.router.add_get("/api/system/info", system_info)
     if printers is not None:
         printers_api.setup(app, printers)
+    if jobs is not None:
+        jobs_api.setup(app, jobs)
+    dashboard.setup(app)
     app.cleanup_ctx.append(_gateway_ctx)
     app.on_shutdown.append(_on_shutdown)
     return app

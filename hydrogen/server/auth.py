@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hydrogen.protocol import ErrorCode, Role
+from hydrogen.server import session
 from hydrogen.server.errors import ErrorResponse, json_error
 from hydrogen.server.keys import GATEWAY
 
@@ -39,18 +40,29 @@ def presented_key(request: web.Request, *, allow_query: bool = False) -> tuple[s
 def identify(request: web.Request, *, allow_query: bool = False) -> Identity | None:
     found = presented_key(request, allow_query=allow_query)
     if found is None:
-        return None
+        # No key at all: the dashboard's session cookie (a presented key always wins).
+        role = session.cookie_role(request)
+        return Identity(role, "cookie") if role is not None else None
     role = request.app[GATEWAY].config.role_for(found[0])
     return Identity(role, found[1]) if role is not None else None
 
 
 def auth_failed(request: web.Request, *, allow_query: bool = False) -> web.Response:
     presented = presented_key(request, allow_query=allow_query) is not None
+    if presented:
+        message = "invalid API key"
+    elif session.has_cookie(request):
+        message = "the session has expired or is no longer valid; sign in again"
+    else:
+        message = "an API key is required"
     return json_error(
         401,
         ErrorCode.AUTH_FAILED,
-        "invalid API key" if presented else "an API key is required",
-        {"expected": "Authorization: Key <key>" + (" or ?key=<key>" if allow_query else "")},
+        message,
+        {
+            "expected": "Authorization: Key <key> or X-Api-Key: <key>"
+            + (" or ?key=<key>" if allow_query else "")
+        },
         headers={"WWW-Authenticate": 'Key realm="hydrogen"'},
     )
 
@@ -60,6 +72,13 @@ def require(request: web.Request, role: Role = Role.MONITOR) -> Identity:
     identity = identify(request)
     if identity is None:
         raise ErrorResponse(auth_failed(request))
+    if (
+        identity.via == "cookie"
+        and request.method not in session.SAFE_METHODS
+        and not session.origin_allowed(request, allow_referer=True)
+    ):
+        # A browser sends the cookie with cross-site requests too (CSRF).
+        raise ErrorResponse(session.origin_refused(request))
     if identity.role < role:
         raise ErrorResponse(
             json_error(

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from hydrogen.printers.manager import MAX_GCODE_CHARS, PrinterManager, run_command
+from hydrogen.printers.printer import PrinterUnavailable
 from hydrogen.protocol import ErrorCode, ProtocolError, Role
 from hydrogen.server import auth
 from hydrogen.server.errors import json_error, raise_error
@@ -73,9 +74,17 @@ async def emergency_stop(request: web.Request) -> web.Response:
     printer = _printer(request)
     try:
         printer.emergency_stop()
-    except Exception as exc:
+    except PrinterUnavailable as exc:
         return json_error(409, ErrorCode.UNAVAILABLE, str(exc), {"printer": printer.name})
     return web.json_response({"printer": printer.name, "emergency_stop": "sent"})
+
+
+async def reconnect(request: web.Request) -> web.Response:
+    """Open the link again (after an emergency stop or a halt)."""
+    auth.require(request, Role.CONTROL)
+    printer = _printer(request)
+    printer.reconnect()
+    return web.json_response({"printer": printer.name, "reconnect": "requested"}, status=202)
 
 
 def setup(app: web.Application, manager: PrinterManager) -> None:
@@ -85,3 +94,4 @@ def setup(app: web.Application, manager: PrinterManager) -> None:
     app.router.add_get("/api/printers/{name}/temperature/history", temperature_history)
     app.router.add_post("/api/printers/{name}/command", command)
     app.router.add_post("/api/printers/{name}/emergency_stop", emergency_stop)
+    app.router.add_post("/api/printers/{name}/reconnect", reconnect)

@@ -1,0 +1,343 @@
+"""One print job: a file streamed line by line into a printer, under its ``ok``s.
+
+Why it streams the way it does: the job keeps only a couple of its lines
+queued in the printer's protocol at a time (``depth``), so a command typed by
+the operator goes out right after the line in flight instead of waiting
+behind the file. Every line is handed to the protocol exactly once and in
+order; resends are the protocol's business and never re-read the file. If the
+printer halts, resets or disappears, the waiting line's future fails and the
+job fails with that reason: it is never resumed on a printer that may have
+lost its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydrogen.jobs.metadata import GcodeMetadata, strip_gcode_line
+from hydrogen.printers import marlin
+from hydrogen.printers.printer import CommandFailed, Printer, PrinterUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Lines read from disk per thread hop (reading never blocks the event loop).
+READ_BATCH = 512
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    PRINTING = "printing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.CANCELLED, JobState.FAILED)
+
+
+class JobError(Exception):
+    """A job request that cannot be honoured in the job's current state."""
+
+
+@dataclass
+class Job:
+    printer: str
+    file: str
+    path: Path
+    metadata: GcodeMetadata
+    id: str = field(default_factory=lambda: secrets.token_hex(6))
+    state: JobState = JobState.QUEUED
+    reason: str | None = None
+    lines_sent: int = 0
+    bytes_sent: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    paused_seconds: float = 0.0
+    _paused_at: float | None = None
+
+    @property
+    def total_lines(self) -> int:
+        return self.metadata.gcode_lines
+
+    @property
+    def progress(self) -> float:
+        if self.state is JobState.COMPLETED:
+            return 1.0
+        return min(1.0, self.lines_sent / self.total_lines) if self.total_lines else 0.0
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Printing time so far, without the time spent paused."""
+        if self.started_at is None:
+            return 0.0
+        end = self.ended_at or now or time.time()
+        paused = self.paused_seconds + ((end - self._paused_at) if self._paused_at else 0.0)
+        return max(0.0, end - self.started_at - paused)
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left: the slicer's estimate when there is one, else the observed rate."""
+        if self.state.finished:
+            return 0.0 if self.state is JobState.COMPLETED else None
+        progress = self.progress
+        estimate = self.metadata.estimated_seconds
+        if estimate:
+            return max(0.0, estimate * (1.0 - progress))
+        elapsed = self.elapsed(now)
+        if progress <= 0.01 or elapsed <= 0:
+            return None
+        return max(0.0, elapsed / progress - elapsed)
+
+    def frame(self, topic: str, queue: list[str]) -> dict[str, Any]:
+        now = time.time()
+        eta = self.eta(now)
+        return {
+            "type": "job",
+            "topic": topic,
+            "printer": self.printer,
+            "job_id": self.id,
+            "state": self.state.value,
+            "file": self.file,
+            "reason": self.reason,
+            "lines_sent": self.lines_sent,
+            "total_lines": self.total_lines,
+            "bytes_sent": self.bytes_sent,
+            "total_bytes": self.metadata.size_bytes,
+            "progress": round(self.progress, 5),
+            "elapsed_seconds": round(self.elapsed(now), 1),
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "estimated_seconds": self.metadata.estimated_seconds,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "queue": queue,
+        }
+
+
+def _read_lines(path: Path) -> Iterator[list[tuple[str, int]]]:
+    """Batches of (command, file offset after its line); blank and comment lines dropped."""
+    batch: list[tuple[str, int]] = []
+    offset = 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            offset += len(raw)
+            command = strip_gcode_line(raw.decode("utf-8", "replace"))
+            if command is not None:
+                batch.append((command, offset))
+                if len(batch) >= READ_BATCH:
+                    yield batch
+                    batch = []
+    if batch:
+        yield batch
+
+
+def sendable(command: str) -> str | None:
+    """The line as the firmware may receive it, or None to skip it.
+
+    ``M110`` would fight the gateway's own line numbering; non-ASCII text (an
+    ``M117`` message in another language) is replaced rather than failing a print.
+    """
+    if command.split(" ", 1)[0].upper() == "M110":
+        return None
+    if not command.isascii():
+        command = command.encode("ascii", "replace").decode("ascii")
+    return marlin.validate_gcode(command)
+
+
+class JobRunner:
+    """Drives one :class:`Job` on one :class:`Printer`."""
+
+    def __init__(
+        self,
+        job: Job,
+        printer: Printer,
+        *,
+        on_change: Callable[[Job], None],
+        pause_script: str = "",
+        resume_script: str = "",
+        cancel_script: str = "",
+        m73: bool = False,
+    ) -> None:
+        self.job = job
+        self.printer = printer
+        self._on_change = on_change
+        self._pause_script = pause_script
+        self._resume_script = resume_script
+        self._cancel_script = cancel_script
+        self._m73 = m73
+        self._running = asyncio.Event()
+        self._running.set()
+        self._cancel = False
+        self._failure: str | None = None
+        self._pending: deque[asyncio.Future[tuple[str, ...]]] = deque()
+        self._depth = printer.config.window + 2
+        self._last_m73: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- control ------------------------------------------------------------------------
+    def start(self) -> asyncio.Task[None]:
+        # The state changes now, so the reply to the start request already says so.
+        self.job.state = JobState.PRINTING
+        self.job.started_at = time.time()
+        self._on_change(self.job)
+        self.task = asyncio.create_task(self._run(), name=f"job-{self.job.id}")
+        return self.task
+
+    async def pause(self) -> None:
+        if self.job.state is not JobState.PRINTING:
+            raise JobError(f"cannot pause a job that is {self.job.state.value}")
+        self._running.clear()
+        self.job.state = JobState.PAUSED
+        self.job._paused_at = time.time()
+        self._on_change(self.job)
+        await self._drain()
+        await self._script(self._pause_script, "pause")
+
+    async def resume(self) -> None:
+        if self.job.state is not JobState.PAUSED:
+            raise JobError(f"cannot resume a job that is {self.job.state.value}")
+        if not self.printer.accepts_commands:
+            raise JobError(f"cannot resume: {self.printer._unavailable_reason()}")
+        await self._script(self._resume_script, "resume")
+        if self.job._paused_at is not None:
+            self.job.paused_seconds += time.time() - self.job._paused_at
+            self.job._paused_at = None
+        self.job.state = JobState.PRINTING
+        self._on_change(self.job)
+        self._running.set()
+
+    def cancel(self) -> None:
+        if self.job.state.finished:
+            raise JobError(f"the job already {self.job.state.value}")
+        self._cancel = True
+        self._running.set()
+
+    def fail(self, reason: str) -> None:
+        """The printer halted, reset or vanished: stop at once with this reason."""
+        if self.job.state.finished or self._failure:
+            return
+        self._failure = reason
+        self._running.set()
+        for future in self._pending:
+            if not future.done():
+                future.set_exception(CommandFailed(reason))
+
+    # -- the stream -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            await self._stream()
+            await self._drain()
+            if self._failure:
+                raise CommandFailed(self._failure)
+            if self._cancel:
+                await self._script(self._cancel_script, "cancel")
+                self._finish(JobState.CANCELLED, "cancelled by request")
+            else:
+                if self._m73:
+                    self._send_m73(100, 0)
+                self._finish(JobState.COMPLETED, None)
+        except (CommandFailed, PrinterUnavailable, ValueError, OSError) as exc:
+            reason = self._failure or str(exc)
+            self._finish(JobState.FAILED, reason)
+        except asyncio.CancelledError:
+            self._finish(JobState.FAILED, "gateway stopped while the job was running")
+            raise
+
+    async def _stream(self) -> None:
+        job = self.job
+        iterator = _read_lines(job.path)
+        number = 0
+        while True:
+            batch = await asyncio.to_thread(next, iterator, None)
+            if batch is None:
+                return
+            for command, offset in batch:
+                number += 1
+                if not self._running.is_set():
+                    await self._running.wait()
+                if self._cancel or self._failure:
+                    return
+                try:
+                    line = sendable(command)
+                except ValueError as exc:
+                    raise ValueError(f"line {number} of {job.file}: {exc}") from None
+                if line is not None:
+                    await self._send(line)
+                job.lines_sent += 1
+                job.bytes_sent = offset
+                if self._m73:
+                    self._maybe_m73()
+
+    async def _send(self, line: str) -> None:
+        while len(self._pending) >= self._depth:
+            await self._settle_oldest()
+        future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
+        self.printer.send_line(line, future_tag(future))
+        self._pending.append(future)
+
+    async def _settle_oldest(self) -> None:
+        future = self._pending[0]
+        try:
+            await future
+        finally:
+            self._pending.popleft()
+        self._on_change(self.job)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await self._settle_oldest()
+
+    async def _script(self, script: str, what: str) -> None:
+        lines = [c for raw in script.splitlines() if (c := strip_gcode_line(raw))]
+        if not lines or not self.printer.accepts_commands:
+            return
+        try:
+            await self.printer.command("\n".join(lines))
+        except (CommandFailed, PrinterUnavailable, ValueError) as exc:
+            log.warning("job %s: %s script failed: %s", self.job.id, what, exc)
+
+    def _maybe_m73(self) -> None:
+        percent = int(self.job.progress * 100)
+        if percent != self._last_m73 and percent < 100:
+            eta = self.job.eta()
+            self._send_m73(percent, None if eta is None else round(eta / 60))
+
+    def _send_m73(self, percent: int, minutes: int | None) -> None:
+        self._last_m73 = percent
+        line = f"M73 P{percent}" + (f" R{minutes}" if minutes is not None else "")
+        with contextlib.suppress(PrinterUnavailable):
+            self.printer.send_line(line, None)
+
+    def _finish(self, state: JobState, reason: str | None) -> None:
+        job = self.job
+        job.state = state
+        job.reason = reason
+        job.ended_at = time.time()
+        if job._paused_at is not None:
+            job.paused_seconds += job.ended_at - job._paused_at
+            job._paused_at = None
+        self._on_change(job)
+
+
+def future_tag(future: asyncio.Future[tuple[str, ...]]) -> Callable[[Any], None]:
+    """A protocol tag that resolves ``future`` with the ``ok``'s response, or fails it."""
+
+    def resolve(result: Any) -> None:
+        if future.done():
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return resolve

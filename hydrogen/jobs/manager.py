@@ -1,0 +1,344 @@
+"""Jobs for every printer: queues, request handlers, history, notifications.
+
+A queue per printer: a job started while another runs waits its turn, and the
+next one starts only after a *completed* job. After a failure or a cancel the
+bed may hold a failed print, so the queue is held until someone starts a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from typing import Any
+
+from hydrogen import protocol
+from hydrogen.dispatch import Session
+from hydrogen.gateway import Gateway
+from hydrogen.jobs.files import FileError, FileStore
+from hydrogen.jobs.job import Job, JobError, JobRunner, JobState
+from hydrogen.jobs.store import JobRecord, JobStore
+from hydrogen.metrics.jobs import JobCollector
+from hydrogen.printers.manager import PrinterManager
+from hydrogen.printers.printer import Printer, PrinterState
+from hydrogen.protocol import ErrorCode, ProtocolError, Request, Role
+
+log = logging.getLogger(__name__)
+
+#: Seconds between job frames while printing (state changes go out at once).
+PUBLISH_INTERVAL = 0.25
+#: Seconds between progress writes to the history database.
+PROGRESS_SAVE_INTERVAL = 5.0
+MAX_QUEUE = 50
+
+
+class JobManager:
+    def __init__(self, gateway: Gateway, printers: PrinterManager) -> None:
+        self.gateway = gateway
+        self.printers = printers
+        cfg = gateway.config.jobs
+        self.config = cfg
+        self.files = FileStore(gateway.config.state_dir / "files", max_bytes=cfg.max_upload_bytes)
+        self.store = JobStore(gateway.config.state_dir / "jobs.sqlite3")
+        self.runners: dict[str, JobRunner] = {}
+        self.queues: dict[str, deque[Job]] = {name: deque() for name in printers.printers}
+        self.last_jobs: dict[str, Job] = {}
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._published_at: dict[str, float] = {}
+        self._saved_at: dict[str, float] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        for printer in printers.printers.values():
+            printer.state_listeners.append(self._printer_state_listener(printer))
+            printer.reset_listeners.append(self._printer_reset_listener(printer))
+        gateway.add_service(self)
+        gateway.metric_collectors.append(JobCollector(self))
+        gateway.add_status_contributor(self._summary)
+        d = gateway.dispatcher
+        d.register("jobs", self._on_jobs)
+        d.register("job_history", self._on_history)
+        d.register("job_start", self._on_start, role=Role.CONTROL)
+        d.register("job_pause", self._on_pause, role=Role.CONTROL, background=True)
+        d.register("job_resume", self._on_resume, role=Role.CONTROL, background=True)
+        d.register("job_cancel", self._on_cancel, role=Role.CONTROL)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.files.prepare()
+        crashed = await self.store.open()
+        self.counts = Counter(await self.store.counts())
+        for record in crashed:
+            self.gateway.notify(
+                "error",
+                "job_failed",
+                f"{record.printer}: {record.file} failed: {record.reason}",
+                printer=record.printer,
+                file=record.file,
+                job_id=record.id,
+            )
+        for name in self.printers.printers:
+            self._publish(name, force=True)
+
+    async def stop(self) -> None:
+        runners = list(self.runners.values())
+        for runner in runners:
+            if runner.task is not None:
+                runner.task.cancel()
+        for runner in runners:
+            if runner.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner.task
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.store.close()
+
+    # -- operations shared by WebSocket and HTTP ------------------------------------------
+    async def start_job(self, printer_name: str, file: str) -> Job:
+        printer = self.printers.get(printer_name)
+        stored = await self.files.get(file)
+        job = Job(
+            printer=printer.name,
+            file=stored.name,
+            path=self.files.path(stored.name),
+            metadata=stored.metadata,
+        )
+        if printer.name in self.runners:
+            queue = self.queues[printer.name]
+            if len(queue) >= MAX_QUEUE:
+                raise JobError(f"the queue of {printer.name} is full ({MAX_QUEUE} jobs)")
+            queue.append(job)
+            self._publish(printer.name, force=True)
+            return job
+        if not printer.accepts_commands or printer.state is PrinterState.BUSY:
+            raise JobError(f"cannot start: {printer._unavailable_reason()}")
+        await self._launch(printer, job)
+        return job
+
+    async def _launch(self, printer: Printer, job: Job) -> None:
+        runner = JobRunner(
+            job,
+            printer,
+            on_change=self._changed,
+            pause_script=self.config.pause_script,
+            resume_script=self.config.resume_script,
+            cancel_script=self.config.cancel_script,
+            m73=self.config.m73_progress,
+        )
+        self.runners[printer.name] = runner
+        self.last_jobs[printer.name] = job
+        await self.store.start(self._record(job, started=time.time()))
+        task = runner.start()
+        task.add_done_callback(lambda _t, r=runner: self._spawn(self._finished(r)))
+        log.info("job %s: %s started on %s", job.id, job.file, printer.name)
+
+    def runner(self, printer_name: str) -> JobRunner:
+        printer = self.printers.get(printer_name)
+        runner = self.runners.get(printer.name)
+        if runner is None:
+            raise JobError(f"no job is running on {printer.name}")
+        return runner
+
+    def cancel(self, printer_name: str, job_id: str | None = None) -> Job:
+        printer = self.printers.get(printer_name)
+        queue = self.queues[printer.name]
+        if job_id is not None:
+            for job in queue:
+                if job.id == job_id:
+                    queue.remove(job)
+                    job.state = JobState.CANCELLED
+                    job.reason = "removed from the queue"
+                    self._publish(printer.name, force=True)
+                    return job
+        runner = self.runner(printer.name)
+        if job_id is not None and runner.job.id != job_id:
+            raise JobError(f"no job {job_id!r} on {printer.name}")
+        runner.cancel()
+        return runner.job
+
+    # -- events ------------------------------------------------------------------------------
+    def _changed(self, job: Job) -> None:
+        now = time.time()
+        self._publish(job.printer, force=job.state is not JobState.PRINTING)
+        if job.state is JobState.PRINTING and now - self._saved_at.get(job.id, 0) > (
+            PROGRESS_SAVE_INTERVAL
+        ):
+            self._saved_at[job.id] = now
+            self._spawn(self.store.progress(job.id, job.lines_sent))
+
+    async def _finished(self, runner: JobRunner) -> None:
+        job = runner.job
+        if self.runners.get(job.printer) is runner:
+            del self.runners[job.printer]
+        self._saved_at.pop(job.id, None)
+        outcome = job.state.value if job.state.finished else JobState.FAILED.value
+        try:
+            await self.store.finish(
+                job.id,
+                outcome=outcome,
+                reason=job.reason,
+                lines_sent=job.lines_sent,
+                ended_at=job.ended_at or time.time(),
+            )
+        except Exception:
+            log.exception("job %s: could not record the outcome", job.id)
+        self.counts[(job.printer, outcome)] += 1
+        level = {"completed": "info", "cancelled": "warning"}.get(outcome, "error")
+        text = f"{job.printer}: {job.file} {outcome}" + (
+            f": {job.reason}" if job.reason and outcome == "failed" else ""
+        )
+        log.log(logging.INFO if level == "info" else logging.WARNING, "job %s %s", job.id, text)
+        self.gateway.notify(
+            level,
+            f"job_{outcome}",
+            text,
+            printer=job.printer,
+            file=job.file,
+            job_id=job.id,
+            reason=job.reason,
+        )
+        self._publish(job.printer, force=True)
+        queue = self.queues[job.printer]
+        printer = self.printers.printers[job.printer]
+        if outcome == "completed" and queue and printer.accepts_commands and not self._stopping():
+            await self._launch(printer, queue.popleft())
+            self._publish(job.printer, force=True)
+
+    def _stopping(self) -> bool:
+        return self.gateway.shutting_down
+
+    def _printer_state_listener(self, printer: Printer) -> Any:
+        def listener(state: PrinterState, reason: str | None) -> None:
+            runner = self.runners.get(printer.name)
+            if runner is not None and state in (
+                PrinterState.ERROR,
+                PrinterState.DISCONNECTED,
+                PrinterState.CONNECTING,
+            ):
+                runner.fail(f"printer {state.value}" + (f": {reason}" if reason else ""))
+
+        return listener
+
+    def _printer_reset_listener(self, printer: Printer) -> Any:
+        def listener(reason: str) -> None:
+            runner = self.runners.get(printer.name)
+            if runner is not None:
+                runner.fail(reason)
+
+        return listener
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- frames ------------------------------------------------------------------------------
+    def topic(self, printer: str) -> str:
+        return f"printer/{printer}/job"
+
+    def job_frame(self, printer: str) -> dict[str, Any]:
+        topic = self.topic(printer)
+        queue = [j.file for j in self.queues.get(printer, ())]
+        job = self.last_jobs.get(printer)
+        if job is None:
+            return {
+                "type": "job",
+                "topic": topic,
+                "printer": printer,
+                "state": "idle",
+                "job_id": None,
+                "file": None,
+                "progress": 0.0,
+                "queue": queue,
+            }
+        return job.frame(topic, queue)
+
+    def _publish(self, printer: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._published_at.get(printer, 0.0) < PUBLISH_INTERVAL:
+            return
+        self._published_at[printer] = now
+        self.gateway.hub.publish(
+            self.topic(printer), self.job_frame(printer), coalesce=True, retain=True
+        )
+
+    def _summary(self) -> tuple[str, Any]:
+        return "jobs", {name: self.job_frame(name) for name in self.printers.printers}
+
+    def _record(self, job: Job, started: float) -> JobRecord:
+        return JobRecord(
+            id=job.id,
+            printer=job.printer,
+            file=job.file,
+            started_at=started,
+            ended_at=None,
+            outcome="running",
+            reason=None,
+            lines_sent=0,
+            total_lines=job.total_lines,
+            duration_seconds=None,
+        )
+
+    # -- request handlers --------------------------------------------------------------------
+    async def _on_jobs(self, session: Session, request: Request) -> dict[str, Any]:
+        return protocol.reply(
+            request, "jobs", jobs=[self.job_frame(n) for n in self.printers.printers]
+        )
+
+    async def _on_history(self, session: Session, request: Request) -> dict[str, Any]:
+        printer = request.get("printer")
+        if printer is not None:
+            self.printers.get(printer, request)
+        limit = int(request.optional_number("limit", minimum=1, maximum=500) or 100)
+        records = await self.store.history(printer=printer, limit=limit)
+        return protocol.reply(request, "job_history", jobs=[r.as_dict() for r in records])
+
+    async def _on_start(self, session: Session, request: Request) -> dict[str, Any]:
+        printer = self.printers.get(request.get("printer"), request).name
+        file = request.require_str("file", max_length=256)
+        with _as_protocol_errors(request):
+            job = await self.start_job(printer, file)
+        return protocol.reply(
+            request,
+            "job",
+            **_without_type(job.frame(self.topic(printer), [j.file for j in self.queues[printer]])),
+        )
+
+    async def _on_pause(self, session: Session, request: Request) -> dict[str, Any]:
+        with _as_protocol_errors(request):
+            runner = self.runner(request.get("printer"))
+            await runner.pause()
+        return protocol.reply(request, "job", **_without_type(self.job_frame(runner.job.printer)))
+
+    async def _on_resume(self, session: Session, request: Request) -> dict[str, Any]:
+        with _as_protocol_errors(request):
+            runner = self.runner(request.get("printer"))
+            await runner.resume()
+        return protocol.reply(request, "job", **_without_type(self.job_frame(runner.job.printer)))
+
+    async def _on_cancel(self, session: Session, request: Request) -> dict[str, Any]:
+        job_id = request.get("job_id")
+        with _as_protocol_errors(request):
+            job = self.cancel(request.get("printer"), job_id if isinstance(job_id, str) else None)
+        return protocol.reply(
+            request,
+            "job",
+            **_without_type(
+                job.frame(self.topic(job.printer), [j.file for j in self.queues[job.printer]])
+            ),
+        )
+
+
+def _without_type(frame: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in frame.items() if k != "type"}
+
+
+@contextlib.contextmanager
+def _as_protocol_errors(request: Request) -> Any:
+    try:
+        yield
+    except JobError as exc:
+        raise ProtocolError(ErrorCode.CONFLICT, str(exc), request_id=request.id) from None
+    except FileError as exc:
+        code = ErrorCode.NOT_FOUND if exc.status == 404 else ErrorCode.INVALID_MESSAGE
+        raise ProtocolError(code, exc.message, exc.details, request_id=request.id) from None

@@ -1,0 +1,349 @@
+"""Job history in SQLite, kept off the event loop.
+
+Why it is built this way:
+
+* ``sqlite3`` calls block (disk I/O, fsync at checkpoints, waiting on a lock
+  held by a backup tool), and the event loop also drives the printers' serial
+  links. So every statement runs in one dedicated worker thread, reached with
+  ``loop.run_in_executor``. One thread, because a sqlite3 connection belongs
+  to the thread that made it; it also serialises the writes in call order.
+* Every write commits at once, in WAL mode with ``synchronous=NORMAL``: a
+  committed record survives the gateway being killed (``kill -9``, OOM
+  killer) at any point. Only a power loss or kernel crash can roll back the
+  last few commits, which is the documented price of ``NORMAL`` and buys
+  commits without an fsync each.
+* A job that was ``running`` when the gateway stopped can never be resumed
+  (the printer may have lost its state), so :meth:`JobStore.open` marks such
+  records ``failed`` and returns them so they can be reported. The periodic
+  :meth:`JobStore.progress` write is what lets such a record tell how far the
+  job got and roughly when it stopped.
+* The schema carries a version (``PRAGMA user_version``); a database written by
+  a newer gateway is refused instead of being misread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "CRASH_REASON",
+    "FINAL_OUTCOMES",
+    "OUTCOMES",
+    "SCHEMA_VERSION",
+    "JobRecord",
+    "JobStore",
+]
+
+OUTCOMES = frozenset({"running", "completed", "failed", "cancelled"})
+FINAL_OUTCOMES = OUTCOMES - {"running"}
+CRASH_REASON = "gateway stopped while the job was running"
+SCHEMA_VERSION = 1
+#: How long a write waits for a lock held by another process (a backup, sqlite3 CLI).
+BUSY_TIMEOUT_MS = 10_000
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    printer          TEXT NOT NULL,
+    file             TEXT NOT NULL,
+    started_at       REAL NOT NULL,
+    ended_at         REAL,
+    outcome          TEXT NOT NULL
+                     CHECK (outcome IN ('running', 'completed', 'failed', 'cancelled')),
+    reason           TEXT,
+    lines_sent       INTEGER NOT NULL DEFAULT 0,
+    total_lines      INTEGER NOT NULL DEFAULT 0,
+    duration_seconds REAL,
+    -- last sign of life (start or progress): the end time of a job cut short by a crash
+    updated_at       REAL NOT NULL
+);
+CREATE INDEX jobs_by_start ON jobs (started_at);
+CREATE INDEX jobs_by_printer ON jobs (printer, started_at);
+"""
+
+_COLUMNS = (
+    "id, printer, file, started_at, ended_at, outcome, reason, lines_sent, total_lines,"
+    " duration_seconds"
+)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job in the history: what ran where, how it ended and how far it got."""
+
+    id: str
+    printer: str
+    file: str
+    started_at: float
+    ended_at: float | None = None
+    #: "running" | "completed" | "failed" | "cancelled"
+    outcome: str = "running"
+    reason: str | None = None
+    lines_sent: int = 0
+    total_lines: int = 0
+    duration_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_outcome(self.outcome, OUTCOMES)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_outcome(outcome: object, allowed: frozenset[str]) -> None:
+    if outcome not in allowed:
+        raise ValueError(f"outcome must be one of {sorted(allowed)}, not {outcome!r}")
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(*row)
+
+
+class JobStore:
+    """The job history database. Create, ``await open()``, use, ``await close()``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` in the store's worker thread and wait for it."""
+        if self._executor is None or self._closed:
+            raise RuntimeError("the job store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the job store is not open")
+        return self._conn
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> list[JobRecord]:
+        """Open (creating if needed) the database; fail jobs a crash left running.
+
+        Returns the records it marked failed, so the caller can report them.
+        """
+        if self._executor is not None or self._closed:
+            raise RuntimeError("a JobStore can be opened once")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrogen-jobs-db")
+        try:
+            return await self._run(self._open_sync)
+        except BaseException:
+            self._executor.submit(self._close_sync)
+            self._executor.shutdown(wait=False)
+            self._closed = True
+            raise
+
+    def _open_sync(self) -> list[JobRecord]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; each statement or explicit
+        # BEGIN ... COMMIT below is the unit that reaches the disk.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        self._conn = conn
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: job history schema {version} is newer than this gateway"
+                    f" understands ({SCHEMA_VERSION}); refusing to touch it"
+                )
+            if version == 0:
+                # Statement by statement: executescript() would commit mid-transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            crashed = [
+                _record(row)
+                for row in conn.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE outcome = 'running' ORDER BY started_at"
+                )
+            ]
+            conn.execute(
+                "UPDATE jobs SET outcome = 'failed', reason = ?, ended_at = updated_at,"
+                " duration_seconds = max(0.0, updated_at - started_at)"
+                " WHERE outcome = 'running'",
+                (CRASH_REASON,),
+            )
+            marked = [self._get(record.id) for record in crashed]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return [record for record in marked if record is not None]
+
+    async def close(self) -> None:
+        """Close the database and stop the worker thread. Safe to call twice."""
+        if self._closed or self._executor is None:
+            self._closed = True
+            return
+        try:
+            await self._run(self._close_sync)
+        finally:
+            self._closed = True
+            # The worker is idle now: this does not wait for anything.
+            self._executor.shutdown(wait=False)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- writes ----------------------------------------------------------------------------
+    async def start(self, record: JobRecord) -> None:
+        """Record a job that has just started (its outcome must be "running")."""
+        if record.outcome != "running":
+            raise ValueError(f"a started job's outcome is 'running', not {record.outcome!r}")
+        _check_count("lines_sent", record.lines_sent)
+        _check_count("total_lines", record.total_lines)
+        await self._run(self._start_sync, record)
+
+    def _start_sync(self, record: JobRecord) -> None:
+        try:
+            self._db().execute(
+                "INSERT INTO jobs (id, printer, file, started_at, outcome, lines_sent,"
+                " total_lines, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+                (
+                    record.id,
+                    record.printer,
+                    record.file,
+                    record.started_at,
+                    record.lines_sent,
+                    record.total_lines,
+                    max(record.started_at, time.time()),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"job {record.id!r} is already recorded") from exc
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        outcome: str,
+        reason: str | None = None,
+        lines_sent: int,
+        ended_at: float | None = None,
+    ) -> JobRecord:
+        """Record how a job ended and return the stored record.
+
+        The first finish wins: finishing a job that is already finished (a
+        cancel racing a completion) changes nothing and returns the record as
+        it stands, so a job is never counted twice. ``KeyError`` for an
+        unknown job; ``ended_at`` defaults to now.
+        """
+        _check_outcome(outcome, FINAL_OUTCOMES)
+        _check_count("lines_sent", lines_sent)
+        ended = time.time() if ended_at is None else float(ended_at)
+        return await self._run(self._finish_sync, job_id, outcome, reason, lines_sent, ended)
+
+    def _finish_sync(
+        self, job_id: str, outcome: str, reason: str | None, lines_sent: int, ended_at: float
+    ) -> JobRecord:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE jobs SET outcome = ?, reason = ?, lines_sent = ?, ended_at = ?,"
+                " duration_seconds = max(0.0, ? - started_at), updated_at = ?"
+                " WHERE id = ? AND outcome = 'running'",
+                (outcome, reason, lines_sent, ended_at, ended_at, ended_at, job_id),
+            )
+            record = self._get(job_id)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if record is None:
+            raise KeyError(job_id)
+        return record
+
+    async def progress(self, job_id: str, lines_sent: int) -> None:
+        """Save how far a running job got (cheap; meant to be called every few seconds).
+
+        Ignored for a job that is unknown or already finished: a late periodic
+        write must not undo a finish.
+        """
+        _check_count("lines_sent", lines_sent)
+        await self._run(self._progress_sync, job_id, lines_sent, time.time())
+
+    def _progress_sync(self, job_id: str, lines_sent: int, now: float) -> None:
+        self._db().execute(
+            "UPDATE jobs SET lines_sent = ?, updated_at = max(updated_at, ?)"
+            " WHERE id = ? AND outcome = 'running'",
+            (lines_sent, now, job_id),
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+    def _get(self, job_id: str) -> JobRecord | None:
+        row = self._db().execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """One record by id, or None."""
+        return await self._run(self._get, job_id)
+
+    async def history(
+        self, *, printer: str | None = None, limit: int = 100, before: float | None = None
+    ) -> list[JobRecord]:
+        """Records newest first (by start time), optionally for one printer.
+
+        Page with ``before``: pass the ``started_at`` of the last record of a
+        page to get the next, older page.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, not {limit!r}")
+        return await self._run(self._history_sync, printer, limit, before)
+
+    def _history_sync(
+        self, printer: str | None, limit: int, before: float | None
+    ) -> list[JobRecord]:
+        where, params = [], []
+        if printer is not None:
+            where.append("printer = ?")
+            params.append(printer)
+        if before is not None:
+            where.append("started_at < ?")
+            params.append(float(before))
+        sql = f"SELECT {_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        params.append(limit)
+        return [_record(row) for row in self._db().execute(sql, params)]
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """Jobs per (printer, outcome), running ones included: feeds hydrogen_jobs_total."""
+        return await self._run(self._counts_sync)
+
+    def _counts_sync(self) -> dict[tuple[str, str], int]:
+        rows = self._db().execute(
+            "SELECT printer, outcome, count(*) FROM jobs GROUP BY printer, outcome"
+        )
+        return {(printer, outcome): count for printer, outcome, count in rows}
