@@ -19,6 +19,7 @@ from hydrogen.dispatch import Session
 from hydrogen.hub import Subscriber, SubscriberOverflow
 from hydrogen.protocol import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 from hydrogen.server import auth
+from hydrogen.server import session as cookie_session
 from hydrogen.server.errors import json_error
 from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
 from hydrogen.server.limits import TokenBucket
@@ -73,6 +74,11 @@ def _refuse(request: web.Request) -> tuple[web.Response | None, auth.Identity | 
         gateway.connections.refused_by_reason["auth_failed"] += 1
         gateway.dispatcher.count_error(ErrorCode.AUTH_FAILED)
         return auth.auth_failed(request, allow_query=True), None
+    if identity.via == "cookie" and not cookie_session.origin_allowed(request):
+        # Browsers send cookies on cross-site handshakes: cross-site WebSocket hijacking.
+        gateway.connections.refused_by_reason["forbidden_origin"] += 1
+        gateway.dispatcher.count_error(ErrorCode.FORBIDDEN)
+        return cookie_session.origin_refused(request), None
     return None, identity
 
 

@@ -1,0 +1,268 @@
+"""Dashboard sessions: a signed cookie instead of a key in every request.
+
+The cookie ``hydrogen_session`` holds a self-contained token, so it survives a
+gateway restart without a session table::
+
+    v1.<payload>.<signature>
+
+``payload`` is base64url (no padding) of compact JSON ``{"r": role, "iat": issued,
+"exp": expiry, "kf": key fingerprint}``; ``signature`` is base64url of
+HMAC-SHA256(secret, ``"v1." + payload``). The secret is 32 random bytes kept in
+``state_dir/session_secret`` (mode 0600, created on first use). The key
+fingerprint is HMAC-SHA256(secret, ``"key\\0" + key``) truncated to 16 bytes: a
+keyed hash, so a cookie never carries anything that can be checked offline
+against guessed keys. A token is only honoured while a configured key still has
+that fingerprint, with the lower of the token's role and that key's current role.
+Removing (or downgrading) a key from the config therefore ends (or downgrades) its
+sessions; deleting ``session_secret`` ends every session.
+
+Browsers send cookies on cross-site WebSocket handshakes and form POSTs, so
+everything authenticated by this cookie that can change something also checks
+``Origin`` (:func:`origin_allowed`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from aiohttp import web
+from yarl import URL
+
+from hydrogen.config import ApiKey
+from hydrogen.protocol import ErrorCode, Role
+from hydrogen.server.errors import json_error
+from hydrogen.server.keys import GATEWAY
+
+log = logging.getLogger(__name__)
+
+COOKIE_NAME = "hydrogen_session"
+#: Seconds a session lasts (the cookie's Max-Age and the token's expiry).
+DEFAULT_MAX_AGE = 7 * 24 * 3600
+SECRET_FILE = "session_secret"
+_VERSION = "v1"
+_FINGERPRINT_BYTES = 16
+_SECRET_BYTES = 32
+#: A cookie larger than this is not ours (ours are about 150 characters).
+_MAX_TOKEN_CHARS = 1024
+#: HTTP methods that change nothing: no Origin check for cookie requests.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionManager:
+    """Issues and verifies session tokens with the secret from ``state_dir``."""
+
+    def __init__(self, state_dir: Path, *, max_age: int = DEFAULT_MAX_AGE) -> None:
+        self.state_dir = Path(state_dir)
+        self.max_age = max_age
+        self._secret: bytes | None = None
+
+    # -- the secret ----------------------------------------------------------------
+    @property
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = self._load_secret()
+        return self._secret
+
+    def _load_secret(self) -> bytes:
+        path = self.state_dir / SECRET_FILE
+        for _ in range(3):
+            try:
+                text = path.read_text(encoding="ascii").strip()
+            except FileNotFoundError:
+                pass
+            except (OSError, UnicodeDecodeError) as exc:
+                log.warning("cannot read %s (%s); sessions end at restart", path, exc)
+                return secrets.token_bytes(_SECRET_BYTES)
+            else:
+                with contextlib.suppress(ValueError):
+                    secret = bytes.fromhex(text)
+                    if len(secret) >= _SECRET_BYTES:
+                        with contextlib.suppress(OSError):
+                            path.chmod(0o600)  # a copied-in file may be too open
+                        return secret
+                log.warning("%s is not a valid secret; making a new one", path)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            secret = secrets.token_bytes(_SECRET_BYTES)
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                # O_EXCL: two processes starting at once agree on whichever was first.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                log.warning(
+                    "cannot create %s (%s); sessions end at restart", path, exc.strerror or exc
+                )
+                return secret
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secret.hex() + "\n")
+            return secret
+        log.warning("cannot settle %s; sessions end at restart", path)
+        return secrets.token_bytes(_SECRET_BYTES)
+
+    # -- tokens ---------------------------------------------------------------------
+    def fingerprint(self, key: str) -> bytes:
+        digest = hmac.new(self.secret, b"key\0" + key.encode(), hashlib.sha256).digest()
+        return digest[:_FINGERPRINT_BYTES]
+
+    def _sign(self, payload: str) -> str:
+        message = f"{_VERSION}.{payload}".encode("ascii")
+        return _b64encode(hmac.new(self.secret, message, hashlib.sha256).digest())
+
+    def issue(self, key: str, role: Role, *, now: float | None = None) -> str:
+        """A token for someone who just proved they hold ``key`` (granting ``role``)."""
+        issued = int(time.time() if now is None else now)
+        body = {
+            "r": role.label,
+            "iat": issued,
+            "exp": issued + self.max_age,
+            "kf": _b64encode(self.fingerprint(key)),
+        }
+        payload = _b64encode(json.dumps(body, separators=(",", ":")).encode())
+        return f"{_VERSION}.{payload}.{self._sign(payload)}"
+
+    def verify(
+        self, token: str, keys: Iterable[ApiKey], *, now: float | None = None
+    ) -> Role | None:
+        """The role ``token`` grants now, or None (forged, expired, or key gone)."""
+        if not token or len(token) > _MAX_TOKEN_CHARS:
+            return None
+        version, _, rest = token.partition(".")
+        payload, _, signature = rest.partition(".")
+        if version != _VERSION or not payload or not signature:
+            return None
+        if not hmac.compare_digest(signature.encode("ascii", "replace"), self._sign_safe(payload)):
+            return None
+        try:
+            body = json.loads(_b64decode(payload))
+            role = Role.parse(body["r"])
+            expires = body["exp"]
+            fingerprint = _b64decode(body["kf"])
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            return None
+        if not isinstance(expires, int) or isinstance(expires, bool):
+            return None
+        if expires <= (time.time() if now is None else now):
+            return None
+        granted: Role | None = None
+        for entry in keys:  # every key is compared, whichever matches
+            if hmac.compare_digest(self.fingerprint(entry.key), fingerprint) and (
+                granted is None or entry.role > granted
+            ):
+                granted = entry.role
+        if granted is None:
+            return None
+        return min(role, granted)
+
+    def _sign_safe(self, payload: str) -> bytes:
+        try:
+            return self._sign(payload).encode("ascii")
+        except UnicodeEncodeError:
+            return b""
+
+
+SESSIONS = web.AppKey("sessions", SessionManager)
+
+
+def setup(app: web.Application) -> SessionManager:
+    manager = SessionManager(app[GATEWAY].config.state_dir)
+    app[SESSIONS] = manager
+    return manager
+
+
+def cookie_role(request: web.Request) -> Role | None:
+    """The role the request's session cookie grants, or None."""
+    token = request.cookies.get(COOKIE_NAME)
+    manager = request.app.get(SESSIONS)
+    if not token or manager is None:
+        return None
+    return manager.verify(token, request.app[GATEWAY].config.keys)
+
+
+def has_cookie(request: web.Request) -> bool:
+    return bool(request.cookies.get(COOKIE_NAME))
+
+
+# -- origins -------------------------------------------------------------------------
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _origin_tuple(text: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an origin or URL; None for ``null`` or garbage."""
+    try:
+        url = URL(text.strip())
+    except (ValueError, TypeError):
+        return None
+    scheme = (url.scheme or "").lower()
+    if scheme not in _DEFAULT_PORTS or not url.host:
+        return None
+    try:
+        port = url.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        return None
+    return scheme, url.host.lower().rstrip("."), port
+
+
+def request_scheme(request: web.Request) -> str:
+    """``https`` when the request came over TLS (directly or via a TLS proxy).
+
+    ``X-Forwarded-Proto`` cannot be forged by the cross-site pages these checks
+    stop: a browser adds no such header to a WebSocket handshake or a form POST.
+    """
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if forwarded in ("http", "https"):
+        return forwarded
+    return "https" if request.secure else "http"
+
+
+def own_origin(request: web.Request) -> str:
+    """The gateway's origin as the browser sees it: scheme and the ``Host`` header."""
+    return f"{request_scheme(request)}://{request.host}"
+
+
+def origin_allowed(request: web.Request, *, allow_referer: bool = False) -> bool:
+    """Does ``Origin`` (else ``Referer``, if allowed) name this gateway or an allowed origin?"""
+    presented = request.headers.get("Origin")
+    if presented is None and allow_referer:
+        presented = request.headers.get("Referer")
+    if not presented:
+        return False
+    origin = _origin_tuple(presented)
+    if origin is None:
+        return False
+    allowed = [own_origin(request), *request.app[GATEWAY].config.server.allowed_origins]
+    return any(origin == _origin_tuple(entry) for entry in allowed)
+
+
+def origin_refused(request: web.Request) -> web.Response:
+    """HTTP 403 for a cookie-authenticated request from a foreign (or no) origin."""
+    return json_error(
+        403,
+        ErrorCode.FORBIDDEN,
+        "this request came from another origin; the session cookie is not accepted",
+        {
+            "origin": (request.headers.get("Origin") or "")[:200] or None,
+            "expected": own_origin(request),
+            "hint": "add the origin to server.allowed_origins, or authenticate with a key",
+        },
+    )
