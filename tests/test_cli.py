@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import stat
+import sys
 
 import aiohttp
 import pytest
@@ -172,3 +173,32 @@ async def test_ipv4_and_ipv6_listeners_when_configured(tmp_path):
                 assert response.status == 200, host
     finally:
         gw.stop()
+
+
+async def test_simulator_command_serves_a_marlin_printer_on_a_link(tmp_path):
+    import serial_asyncio
+
+    link = tmp_path / "printer.tty"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hydrogen",
+        "simulator",
+        "--link",
+        str(link),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(10):
+            while not link.exists():
+                await asyncio.sleep(0.05)
+            reader, writer = await serial_asyncio.open_serial_connection(url=str(link))
+            writer.write(b"M115\n")
+            lines = []
+            while not lines or lines[-1] != "ok":
+                lines.append((await reader.readline()).decode().strip())
+        assert any(line.startswith("FIRMWARE_NAME:Marlin") for line in lines)
+        writer.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
