@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydrogen.config import JobsConfig
 from hydrogen.jobs.metadata import GcodeMetadata, strip_gcode_line
 from hydrogen.printers import marlin
 from hydrogen.printers.printer import CommandFailed, Printer, PrinterUnavailable
@@ -162,18 +163,12 @@ class JobRunner:
         printer: Printer,
         *,
         on_change: Callable[[Job], None],
-        pause_script: str = "",
-        resume_script: str = "",
-        cancel_script: str = "",
-        m73: bool = False,
+        config: JobsConfig,
     ) -> None:
         self.job = job
         self.printer = printer
         self._on_change = on_change
-        self._pause_script = pause_script
-        self._resume_script = resume_script
-        self._cancel_script = cancel_script
-        self._m73 = m73
+        self._config = config
         self._running = asyncio.Event()
         self._running.set()
         self._cancel = False
@@ -200,14 +195,14 @@ class JobRunner:
         self.job._paused_at = time.time()
         self._on_change(self.job)
         await self._drain()
-        await self._script(self._pause_script, "pause")
+        await self._script(self._config.pause_script, "pause")
 
     async def resume(self) -> None:
         if self.job.state is not JobState.PAUSED:
             raise JobError(f"cannot resume a job that is {self.job.state.value}")
         if not self.printer.accepts_commands:
             raise JobError(f"cannot resume: {self.printer._unavailable_reason()}")
-        await self._script(self._resume_script, "resume")
+        await self._script(self._config.resume_script, "resume")
         if self.job._paused_at is not None:
             self.job.paused_seconds += time.time() - self.job._paused_at
             self.job._paused_at = None
@@ -239,10 +234,10 @@ class JobRunner:
             if self._failure:
                 raise CommandFailed(self._failure)
             if self._cancel:
-                await self._script(self._cancel_script, "cancel")
+                await self._script(self._config.cancel_script, "cancel")
                 self._finish(JobState.CANCELLED, "cancelled by request")
             else:
-                if self._m73:
+                if self._config.m73_progress:
                     self._send_m73(100, 0)
                 self._finish(JobState.COMPLETED, None)
         except (CommandFailed, PrinterUnavailable, ValueError, OSError) as exc:
@@ -274,7 +269,7 @@ class JobRunner:
                     await self._send(line)
                 job.lines_sent += 1
                 job.bytes_sent = offset
-                if self._m73:
+                if self._config.m73_progress:
                     self._maybe_m73()
 
     async def _send(self, line: str) -> None:

@@ -116,15 +116,7 @@ class JobManager:
         return job
 
     async def _launch(self, printer: Printer, job: Job) -> None:
-        runner = JobRunner(
-            job,
-            printer,
-            on_change=self._changed,
-            pause_script=self.config.pause_script,
-            resume_script=self.config.resume_script,
-            cancel_script=self.config.cancel_script,
-            m73=self.config.m73_progress,
-        )
+        runner = JobRunner(job, printer, on_change=self._changed, config=self.config)
         self.runners[printer.name] = runner
         self.last_jobs[printer.name] = job
         await self.store.start(self._record(job, started=time.time()))
