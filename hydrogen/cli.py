@@ -10,6 +10,7 @@ import faulthandler
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -146,7 +147,12 @@ async def serve(config: Config, generated: ApiKey | None = None) -> int:
     runner = web.AppRunner(
         app, access_log_class=RedactingAccessLogger, handle_signals=False, shutdown_timeout=5.0
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # starts printers and opens the job history
+    except (sqlite3.Error, RuntimeError, OSError) as exc:
+        print(f"hydrogen: cannot start: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 2
     hosts = [config.server.host] + ([config.server.ipv6_host] if config.server.ipv6 else [])
     try:
         for host in hosts:

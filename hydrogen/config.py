@@ -246,7 +246,10 @@ class Config:
     def role_for(self, key: str) -> Role | None:
         """Constant-time lookup: every configured key is compared, whatever matches."""
         granted: Role | None = None
-        candidate = key.encode()
+        try:
+            candidate = key.encode()
+        except UnicodeEncodeError:
+            return None  # undecodable header bytes cannot be any configured key
         for entry in self.keys:
             if secrets.compare_digest(candidate, entry.key.encode()) and (
                 granted is None or entry.role > granted

@@ -165,4 +165,16 @@ class Dispatcher:
             )
             return
         if reply is not None:
-            session.send(reply)
+            try:
+                session.send(reply)
+            except ValueError:
+                log.exception("reply to %r could not be encoded", request.type)
+                self.send_error(
+                    session,
+                    ProtocolError(
+                        ErrorCode.SERVER_ERROR,
+                        "the reply could not be encoded",
+                        {"type": request.type},
+                        request_id=request.id,
+                    ),
+                )

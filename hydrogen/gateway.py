@@ -19,8 +19,8 @@ from hydrogen import __version__, protocol
 from hydrogen.config import Config
 from hydrogen.dispatch import Dispatcher, Session
 from hydrogen.host import HostSampler, HostSnapshot
-from hydrogen.hub import Hub
-from hydrogen.protocol import Request
+from hydrogen.hub import MAX_PATTERNS, Hub
+from hydrogen.protocol import ErrorCode, ProtocolError, Request
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,13 @@ class Gateway:
 
     async def _on_subscribe(self, session: Session, request: Request) -> None:
         topics = request.topics()
+        if len(session.subscriber.patterns.union(topics)) > MAX_PATTERNS:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"at most {MAX_PATTERNS} subscriptions per connection",
+                {"limit": MAX_PATTERNS, "subscriptions": len(session.subscriber.patterns)},
+                request_id=request.id,
+            )
         # The reply goes first, then the retained frames the new topics bring.
         active = sorted(session.subscriber.patterns.union(topics))
         session.send(protocol.reply(request, "subscribed", topics=topics, subscriptions=active))

@@ -30,6 +30,12 @@ from typing import Any
 
 from hydrogen.protocol import encode
 
+#: Bytes of unread replies a client may pin (replies are never dropped, so they are
+#: bounded here: a client that asks and never reads is cut off instead).
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+#: Subscription patterns per connection; each one costs routing time on every publish.
+MAX_PATTERNS = 256
+
 __all__ = ["Hub", "HubStats", "Subscriber", "SubscriberOverflow", "topic_matches"]
 
 
@@ -102,6 +108,7 @@ class Subscriber:
         self._drop_limit = drop_limit
         self._dropped_unreported = 0
         self._dropped_since_progress = 0
+        self._reply_bytes = 0
         self.dropped_total = 0
         self.sent_total = 0
         self.overflowed = False
@@ -140,9 +147,13 @@ class Subscriber:
         """
         if self._closed:
             return
-        if len(self._queue) >= self._queue_limit + self._drop_limit:
+        if (
+            len(self._queue) >= self._queue_limit + self._drop_limit
+            or self._reply_bytes + len(text) > MAX_REPLY_BYTES
+        ):
             self._overflow()
             return
+        self._reply_bytes += len(text)
         self._queue.append(_Reply(text))
         self._wake()
 
@@ -198,6 +209,7 @@ class Subscriber:
                 del self._slots[entry.topic]
                 out.append(entry.text)
             elif isinstance(entry, _Reply):
+                self._reply_bytes -= len(entry.text)
                 out.append(entry.text)
             else:
                 out.append(entry)

@@ -176,10 +176,22 @@ def topic_pattern_problem(topic: Any) -> str | None:
     return None
 
 
+def _reject_constant(name: str) -> Any:
+    # NaN/Infinity are not JSON; echoing them would make the reply unencodable.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def parse(text: str | bytes) -> Request:
     """Validate one client frame's envelope; per-type members are checked by handlers."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, "frame is not valid JSON", {"reason": str(exc)[:200]}

@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from hydrogen.jobs.metadata import GcodeMetadata, scan_gcode
@@ -51,7 +52,8 @@ def check_name(name: str) -> str:
     name = unicodedata.normalize("NFC", name)
     if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
         raise FileError(400, "file names must not contain paths or start with '.'", name=name[:80])
-    if len(name) > MAX_NAME_LENGTH:
+    if len(name) > MAX_NAME_LENGTH or len(name.encode("utf-8", "surrogatepass")) > 240:
+        # filesystems limit names to 255 bytes, not characters
         raise FileError(400, f"file names are limited to {MAX_NAME_LENGTH} characters")
     if any(unicodedata.category(c).startswith("C") for c in name):
         raise FileError(400, "file names must not contain control characters")
@@ -144,10 +146,15 @@ class FileStore:
         name = check_name(name)
         path = self.directory / name
         try:
-            stat = await asyncio.to_thread(path.stat)
+            # lstat: a symlink planted in the files dir must not expose what it points at
+            stat = await asyncio.to_thread(path.lstat)
         except FileNotFoundError:
             self._cache.pop(name, None)
             raise FileError(404, f"no file named {name!r}", name=name) from None
+        except OSError as exc:
+            raise FileError(400, f"cannot read {name!r}: {exc.strerror}", name=name) from None
+        if not S_ISREG(stat.st_mode):
+            raise FileError(404, f"no file named {name!r}", name=name)
         cached = self._cache.get(name)
         if cached is not None and cached.size_bytes == stat.st_size:
             return cached
@@ -187,7 +194,7 @@ class FileStore:
             return []
         out = []
         for entry in os.scandir(self.directory):
-            if entry.is_file() and not entry.name.startswith("."):
+            if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
                 with contextlib.suppress(FileError):
                     out.append(check_name(entry.name))
         return out

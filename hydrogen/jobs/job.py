@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,8 @@ def _read_lines(path: Path) -> Iterator[list[tuple[str, int]]]:
     """Batches of (command, file offset after its line); blank and comment lines dropped."""
     batch: list[tuple[str, int]] = []
     offset = 0
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
         for raw in handle:
             offset += len(raw)
             command = strip_gcode_line(raw.decode("utf-8", "replace"))
@@ -151,7 +153,25 @@ def sendable(command: str) -> str | None:
         return None
     if not command.isascii():
         command = command.encode("ascii", "replace").decode("ascii")
+    if len(command) > marlin.MAX_GCODE_LENGTH and command[:4].upper() in ("M117", "M118"):
+        command = command[: marlin.MAX_GCODE_LENGTH]  # a display message, not motion
     return marlin.validate_gcode(command)
+
+
+def check_file(path: Path) -> str | None:
+    """Why the file cannot be printed (the first unsendable line), or None.
+
+    Run before a job starts, so a bad line fails the request, not the print hours in.
+    """
+    number = 0
+    for batch in _read_lines(path):
+        for command, _ in batch:
+            number += 1
+            try:
+                sendable(command)
+            except ValueError as exc:
+                return f"line {number} ({command[:40]!r}): {exc}"
+    return None
 
 
 class JobRunner:
@@ -171,6 +191,9 @@ class JobRunner:
         self._config = config
         self._running = asyncio.Event()
         self._running.set()
+        self._parked = asyncio.Event()
+        #: pause/resume run scripts and await: never two at once.
+        self._control = asyncio.Lock()
         self._cancel = False
         self._failure: str | None = None
         self._pending: deque[asyncio.Future[tuple[str, ...]]] = deque()
@@ -179,36 +202,51 @@ class JobRunner:
         self.task: asyncio.Task[None] | None = None
 
     # -- control ------------------------------------------------------------------------
-    def start(self) -> asyncio.Task[None]:
+    def start(self, prelude: Awaitable[Any] | None = None) -> asyncio.Task[None]:
+        """Start streaming; ``prelude`` (recording the job) runs first inside the task,
+        so its failure fails this job instead of wedging the printer's queue."""
         # The state changes now, so the reply to the start request already says so.
         self.job.state = JobState.PRINTING
         self.job.started_at = time.time()
         self._on_change(self.job)
-        self.task = asyncio.create_task(self._run(), name=f"job-{self.job.id}")
+        self.task = asyncio.create_task(self._run(prelude), name=f"job-{self.job.id}")
         return self.task
 
     async def pause(self) -> None:
-        if self.job.state is not JobState.PRINTING:
-            raise JobError(f"cannot pause a job that is {self.job.state.value}")
-        self._running.clear()
-        self.job.state = JobState.PAUSED
-        self.job._paused_at = time.time()
-        self._on_change(self.job)
-        await self._drain()
-        await self._script(self._config.pause_script, "pause")
+        """Stop feeding, wait until every line already handed out is acknowledged,
+        then run the pause script. Only the streamer awaits line futures: this waits
+        for the streamer to say it is parked."""
+        async with self._control:
+            if self.job.state is not JobState.PRINTING:
+                raise JobError(f"cannot pause a job that is {self.job.state.value}")
+            if self._cancel or self._failure:
+                # a cancel that arrived first must not be parked behind this pause
+                raise JobError("the job is being cancelled")
+            self._running.clear()
+            self.job.state = JobState.PAUSED
+            self.job._paused_at = time.time()
+            self._on_change(self.job)
+            await self._parked.wait()
+            if self.job.state is not JobState.PAUSED:
+                raise JobError(f"the job {self.job.state.value} before it could pause")
+            await self._script(self._config.pause_script, "pause")
 
     async def resume(self) -> None:
-        if self.job.state is not JobState.PAUSED:
-            raise JobError(f"cannot resume a job that is {self.job.state.value}")
-        if not self.printer.accepts_commands:
-            raise JobError(f"cannot resume: {self.printer._unavailable_reason()}")
-        await self._script(self._config.resume_script, "resume")
-        if self.job._paused_at is not None:
-            self.job.paused_seconds += time.time() - self.job._paused_at
-            self.job._paused_at = None
-        self.job.state = JobState.PRINTING
-        self._on_change(self.job)
-        self._running.set()
+        async with self._control:
+            if self.job.state is not JobState.PAUSED:
+                raise JobError(f"cannot resume a job that is {self.job.state.value}")
+            if not self.printer.accepts_commands:
+                raise JobError(f"cannot resume: {self.printer._unavailable_reason()}")
+            await self._script(self._config.resume_script, "resume")
+            # The printer may have halted, or someone cancelled, while the script ran.
+            if self._failure or self._cancel or self.job.state is not JobState.PAUSED:
+                raise JobError(f"cannot resume: the job is {self.job.state.value}")
+            if self.job._paused_at is not None:
+                self.job.paused_seconds += time.time() - self.job._paused_at
+                self.job._paused_at = None
+            self.job.state = JobState.PRINTING
+            self._on_change(self.job)
+            self._running.set()
 
     def cancel(self) -> None:
         if self.job.state.finished:
@@ -227,8 +265,13 @@ class JobRunner:
                 future.set_exception(CommandFailed(reason))
 
     # -- the stream -----------------------------------------------------------------------
-    async def _run(self) -> None:
+    async def _run(self, prelude: Awaitable[Any] | None) -> None:
         try:
+            if prelude is not None:
+                try:
+                    await prelude
+                except Exception as exc:
+                    raise CommandFailed(f"could not record the job: {exc}") from None
             await self._stream()
             await self._drain()
             if self._failure:
@@ -242,6 +285,8 @@ class JobRunner:
                 self._finish(JobState.COMPLETED, None)
         except (CommandFailed, PrinterUnavailable, ValueError, OSError) as exc:
             reason = self._failure or str(exc)
+            # Do not leave a hot nozzle resting on the part when the printer can still listen.
+            await self._script(self._config.cancel_script, "cancel")
             self._finish(JobState.FAILED, reason)
         except asyncio.CancelledError:
             self._finish(JobState.FAILED, "gateway stopped while the job was running")
@@ -258,7 +303,7 @@ class JobRunner:
             for command, offset in batch:
                 number += 1
                 if not self._running.is_set():
-                    await self._running.wait()
+                    await self._park()
                 if self._cancel or self._failure:
                     return
                 try:
@@ -271,6 +316,15 @@ class JobRunner:
                 job.bytes_sent = offset
                 if self._config.m73_progress:
                     self._maybe_m73()
+
+    async def _park(self) -> None:
+        """Paused: settle what is in flight, tell pause() we are idle, wait for resume."""
+        await self._drain()
+        self._parked.set()
+        try:
+            await self._running.wait()
+        finally:
+            self._parked.clear()
 
     async def _send(self, line: str) -> None:
         while len(self._pending) >= self._depth:
@@ -313,6 +367,7 @@ class JobRunner:
             self.printer.send_line(line, None)
 
     def _finish(self, state: JobState, reason: str | None) -> None:
+        self._parked.set()  # a pause() waiting on a job that ended must not hang
         job = self.job
         job.state = state
         job.reason = reason

@@ -18,7 +18,7 @@ from hydrogen import protocol
 from hydrogen.dispatch import Session
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.files import FileError, FileStore
-from hydrogen.jobs.job import Job, JobError, JobRunner, JobState
+from hydrogen.jobs.job import Job, JobError, JobRunner, JobState, check_file
 from hydrogen.jobs.store import JobRecord, JobStore
 from hydrogen.metrics.jobs import JobCollector
 from hydrogen.printers.manager import PrinterManager
@@ -97,12 +97,12 @@ class JobManager:
     async def start_job(self, printer_name: str, file: str) -> Job:
         printer = self.printers.get(printer_name)
         stored = await self.files.get(file)
-        job = Job(
-            printer=printer.name,
-            file=stored.name,
-            path=self.files.path(stored.name),
-            metadata=stored.metadata,
-        )
+        path = self.files.path(stored.name)
+        problem = await asyncio.to_thread(check_file, path)
+        if problem:
+            raise JobError(f"{stored.name} cannot be printed: {problem}")
+        job = Job(printer=printer.name, file=stored.name, path=path, metadata=stored.metadata)
+        # From here to the launch nothing awaits: two requests cannot both see an idle printer.
         if printer.name in self.runners:
             queue = self.queues[printer.name]
             if len(queue) >= MAX_QUEUE:
@@ -112,17 +112,33 @@ class JobManager:
             return job
         if not printer.accepts_commands or printer.state is PrinterState.BUSY:
             raise JobError(f"cannot start: {printer._unavailable_reason()}")
-        await self._launch(printer, job)
+        self._launch(printer, job)
         return job
 
-    async def _launch(self, printer: Printer, job: Job) -> None:
+    def _launch(self, printer: Printer, job: Job) -> None:
+        """Register and start a runner synchronously; the history write runs in its task."""
         runner = JobRunner(job, printer, on_change=self._changed, config=self.config)
         self.runners[printer.name] = runner
         self.last_jobs[printer.name] = job
-        await self.store.start(self._record(job, started=time.time()))
-        task = runner.start()
-        task.add_done_callback(lambda _t, r=runner: self._spawn(self._finished(r)))
+        task = runner.start(prelude=self.store.start(self._record(job, started=time.time())))
+        task.add_done_callback(lambda _t, r=runner: self._runner_done(r))
         log.info("job %s: %s started on %s", job.id, job.file, printer.name)
+
+    def _runner_done(self, runner: JobRunner) -> None:
+        """Synchronous hand-over: unregister, start the next queued job, then record."""
+        job = runner.job
+        if self.runners.get(job.printer) is runner:
+            del self.runners[job.printer]
+        queue = self.queues[job.printer]
+        printer = self.printers.printers[job.printer]
+        if (
+            job.state is JobState.COMPLETED
+            and queue
+            and printer.accepts_commands
+            and not self.gateway.shutting_down
+        ):
+            self._launch(printer, queue.popleft())
+        self._spawn(self._record_outcome(job))
 
     def runner(self, printer_name: str) -> JobRunner:
         printer = self.printers.get(printer_name)
@@ -158,12 +174,10 @@ class JobManager:
             self._saved_at[job.id] = now
             self._spawn(self.store.progress(job.id, job.lines_sent))
 
-    async def _finished(self, runner: JobRunner) -> None:
-        job = runner.job
-        if self.runners.get(job.printer) is runner:
-            del self.runners[job.printer]
+    async def _record_outcome(self, job: Job) -> None:
         self._saved_at.pop(job.id, None)
         outcome = job.state.value if job.state.finished else JobState.FAILED.value
+        self.counts[(job.printer, outcome)] += 1
         try:
             await self.store.finish(
                 job.id,
@@ -174,12 +188,11 @@ class JobManager:
             )
         except Exception:
             log.exception("job %s: could not record the outcome", job.id)
-        self.counts[(job.printer, outcome)] += 1
         level = {"completed": "info", "cancelled": "warning"}.get(outcome, "error")
-        text = f"{job.printer}: {job.file} {outcome}" + (
-            f": {job.reason}" if job.reason and outcome == "failed" else ""
-        )
-        log.log(logging.INFO if level == "info" else logging.WARNING, "job %s %s", job.id, text)
+        text = f"{job.printer}: {job.file} {outcome}"
+        if job.reason and outcome == "failed":
+            text += f": {job.reason}"
+        log.log(logging.INFO if level == "info" else logging.WARNING, "job %s: %s", job.id, text)
         self.gateway.notify(
             level,
             f"job_{outcome}",
@@ -190,14 +203,6 @@ class JobManager:
             reason=job.reason,
         )
         self._publish(job.printer, force=True)
-        queue = self.queues[job.printer]
-        printer = self.printers.printers[job.printer]
-        if outcome == "completed" and queue and printer.accepts_commands and not self._stopping():
-            await self._launch(printer, queue.popleft())
-            self._publish(job.printer, force=True)
-
-    def _stopping(self) -> bool:
-        return self.gateway.shutting_down
 
     def _printer_state_listener(self, printer: Printer) -> Any:
         def listener(state: PrinterState, reason: str | None) -> None:
@@ -222,7 +227,12 @@ class JobManager:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("jobs: background task failed", exc_info=task.exception())
 
     # -- frames ------------------------------------------------------------------------------
     def topic(self, printer: str) -> str:

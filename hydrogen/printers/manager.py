@@ -158,7 +158,7 @@ class PrinterManager:
 
 async def run_command(printer: Printer, gcode: str, request_id: Any = None) -> dict[str, Any]:
     """Shared by the WebSocket and HTTP command interfaces."""
-    if gcode.count("\n") >= MAX_GCODE_LINES:
+    if len(gcode.splitlines()) > MAX_GCODE_LINES:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE,
             f"at most {MAX_GCODE_LINES} lines per command",

@@ -306,6 +306,10 @@ class Printer:
                 self._process()
         except (OSError, serial.SerialException) as exc:
             self._lose_link(f"device error: {_describe(exc)}")
+        except Exception:
+            # A bug must not leave a printer that looks ready but reads nothing.
+            log.exception("printer %s: internal error handling serial data", self.name)
+            self._lose_link("internal error handling serial data")
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

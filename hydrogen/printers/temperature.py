@@ -43,6 +43,7 @@ being mistaken for bed and chamber temperatures. Malformed values (``TT::``,
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -82,6 +83,15 @@ _NAMES = {
 }
 
 
+def _finite(text: str) -> float | None:
+    """A float that JSON can carry, or None (``inf``, ``nan`` and overflow are noise)."""
+    try:
+        value = float(text)
+    except (ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) and abs(value) < 1e6 else None
+
+
 def parse_temperatures(text: str) -> dict[str, HeaterReading] | None:
     """Return the heaters reported on `text`, or None if it is not a temperature
     report. The leading ``ok`` must already be stripped by the caller."""
@@ -89,10 +99,11 @@ def parse_temperatures(text: str) -> dict[str, HeaterReading] | None:
     plain_tool: HeaterReading | None = None
     others: dict[str, HeaterReading] = {}
     for match in _READING.finditer(text):
-        reading = HeaterReading(
-            actual=float(match["actual"]),
-            target=float(match["target"]) if match["target"] is not None else None,
-        )
+        actual = _finite(match["actual"])
+        if actual is None:
+            continue  # line noise such as 400 digits: never a temperature
+        target = _finite(match["target"]) if match["target"] is not None else None
+        reading = HeaterReading(actual=actual, target=target)
         key, index = match["key"], match["index"]
         if key == "T":
             if index:
@@ -118,7 +129,10 @@ def parse_temperatures(text: str) -> dict[str, HeaterReading] | None:
     explicit_power: dict[str, int] = {}
     plain_power: int | None = None
     for match in _POWER.finditer(text):
-        value = int(float(match["value"]))
+        number = _finite(match["value"])
+        if number is None or not 0 <= number <= 255:
+            continue
+        value = int(number)
         key, index = match["key"], match["index"]
         if key == "B" and not index:
             explicit_power.setdefault("bed", value)

@@ -106,30 +106,39 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     limiter.acquire(ip)
     gateway.connections.active += 1
     gateway.connections.total += 1
-    request.app[SOCKETS].add(ws)
     subscriber = gateway.hub.attach()
     session = Session(subscriber.client_id, identity.role, subscriber, remote=ip)
-    session.send(gateway.welcome_frame(session) | {"subscriptions": ["status"]})
-    gateway.hub.subscribe(subscriber, ["status"])
-    # A fresh status (counting this connection) so a client sees data at once.
-    session.send(gateway.status_frame())
-    writer = asyncio.create_task(_write(ws, subscriber), name=f"ws-writer-{session.id}")
-    subscriber.on_overflow = lambda: asyncio.ensure_future(_cut_slow(ws, subscriber, writer))
-    log.info(
-        "client %s connected from %s (role %s, key via %s)",
-        session.id,
-        ip,
-        identity.role.label,
-        identity.via,
-    )
+    writer: asyncio.Task[None] | None = None
+    cut: list[asyncio.Task[None]] = []  # holds the cut-off task while it runs
     try:
+        request.app[SOCKETS].add(ws)
+        session.send(gateway.welcome_frame(session) | {"subscriptions": ["status"]})
+        gateway.hub.subscribe(subscriber, ["status"])
+        # A fresh status (counting this connection) so a client sees data at once.
+        session.send(gateway.status_frame())
+        writer = asyncio.create_task(_write(ws, subscriber), name=f"ws-writer-{session.id}")
+        subscriber.on_overflow = lambda: cut.append(
+            asyncio.ensure_future(_cut_slow(ws, subscriber, writer))
+        )
+        log.info(
+            "client %s connected from %s (role %s, key via %s)",
+            session.id,
+            ip,
+            identity.role.label,
+            identity.via,
+        )
         await _read(ws, session, request)
+    except Exception:
+        log.exception("client %s: connection handler failed", session.id)
+        with contextlib.suppress(Exception):
+            await _close(ws, CloseCode.INTERNAL_ERROR, b"internal error")
     finally:
         session.cancel_tasks()
         gateway.hub.detach(subscriber)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         gateway.connections.active -= 1
         limiter.release(ip)
         log.info("client %s disconnected (close code %s)", session.id, ws.close_code)
@@ -180,6 +189,8 @@ async def _read(ws: web.WebSocketResponse, session: Session, request: web.Reques
             await dispatcher.handle_text(session, data)
         elif msg.type is WSMsgType.BINARY:
             dispatcher.stats.total_requests += 1
+            if bucket.take():
+                continue  # a flood of binary frames is rate limited like any other
             dispatcher.send_error(
                 session,
                 ProtocolError(
