@@ -455,3 +455,15 @@ def test_web_dir_lookup_prefers_the_environment(tmp_path, monkeypatch):
     assert dashboard.find_web_dir() == checkout.resolve()
     candidates = dashboard.candidate_web_dirs()
     assert any(str(c).endswith(os.path.join("share", "hydrogen", "web")) for c in candidates)
+
+
+async def test_without_web_files_the_gateway_still_works(aiohttp_client, tmp_path, monkeypatch):
+    monkeypatch.setattr(dashboard, "find_web_dir", lambda: None)
+    client = await aiohttp_client(create_app(Gateway(make_config(tmp_path))))
+    page = await client.get("/login")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert dashboard.WEB_DIR_ENV in await page.text()
+    response, token = await sign_in(client)
+    assert response.status == 303 and token
+    assert (await client.get("/api/system/info", headers=cookie_header(token))).status == 200
+    assert (await client.get("/static/dashboard.js")).status == 404

@@ -35,7 +35,6 @@ import jinja2
 from aiohttp import web
 
 from hydrogen import __version__
-from hydrogen.protocol import Role
 from hydrogen.server import session
 from hydrogen.server.keys import GATEWAY
 
@@ -190,16 +189,8 @@ async def index(request: web.Request) -> web.StreamResponse:
     role = session.cookie_role(request)
     if role is None:
         return _redirect("/login")
-    gateway = request.app[GATEWAY]
-    return _render(
-        request,
-        "dashboard.html",
-        {
-            "role": role.label,
-            "can_control": role >= Role.CONTROL,
-            "printers": [p.name for p in gateway.config.printers],
-        },
-    )
+    # The role only hides controls before the WebSocket's welcome frame confirms it.
+    return _render(request, "dashboard.html", {"role": role.label})
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:

@@ -365,6 +365,7 @@
       files.refreshPrinters();
     }
     $("no-printers").hidden = names.length > 0;
+    $("estop-all").hidden = names.length === 0; // nothing to stop
   }
 
   // -- host panel ---------------------------------------------------------------------------
