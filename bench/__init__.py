@@ -1,0 +1,1 @@
+"""Benchmarks for the Hydrogen gateway (run them as scripts; see ``fanout.py``)."""
