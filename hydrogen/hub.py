@@ -115,6 +115,10 @@ class Subscriber:
         #: Called once when the hard bound is passed, so the edge can cut the
         #: connection even while its writer is blocked on a full socket.
         self.on_overflow: Callable[[], None] | None = None
+        #: Optional fast path set by the edge: write a frame now, without the writer
+        #: task, returning False when the socket is backed up. Only used while the
+        #: writer is parked on an empty queue, so frame order is never changed.
+        self.direct: Callable[[str], bool] | None = None
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
 
@@ -122,6 +126,16 @@ class Subscriber:
     def _offer(self, topic: str, text: str, coalesce: bool) -> bool:
         if self._closed:
             return False
+        if (
+            not coalesce  # latest-value topics keep coalescing a burst in the queue
+            and self.direct is not None
+            and self._waiter is not None
+            and not self._queue
+            and not self._dropped_unreported
+            and self.direct(text)
+        ):
+            self.mark_sent(1)
+            return True
         if coalesce:
             slot = self._slots.get(topic)
             if slot is not None:
