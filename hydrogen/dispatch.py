@@ -154,27 +154,19 @@ class Dispatcher:
             raise
         except Exception:
             log.exception("handler for %r failed", request.type)
-            self.send_error(
-                session,
-                ProtocolError(
-                    ErrorCode.SERVER_ERROR,
-                    "the server failed to handle this request",
-                    {"type": request.type},
-                    request_id=request.id,
-                ),
-            )
+            self._server_error(session, request, "the server failed to handle this request")
             return
         if reply is not None:
             try:
                 session.send(reply)
             except ValueError:
                 log.exception("reply to %r could not be encoded", request.type)
-                self.send_error(
-                    session,
-                    ProtocolError(
-                        ErrorCode.SERVER_ERROR,
-                        "the reply could not be encoded",
-                        {"type": request.type},
-                        request_id=request.id,
-                    ),
-                )
+                self._server_error(session, request, "the reply could not be encoded")
+
+    def _server_error(self, session: Session, request: Request, message: str) -> None:
+        self.send_error(
+            session,
+            ProtocolError(
+                ErrorCode.SERVER_ERROR, message, {"type": request.type}, request_id=request.id
+            ),
+        )

@@ -87,15 +87,30 @@ class Gateway:
     async def start(self) -> None:
         await self.sample_and_publish()
         self._status_task = asyncio.create_task(self._status_loop(), name="hydrogen-status")
-        for service in self._services:
-            await service.start()
+        started: list[Service] = []
+        try:
+            for service in self._services:
+                await service.start()
+                started.append(service)
+        except BaseException:
+            # A failed start (say, an unreadable job database) must not leave the
+            # services before it running: the caller will not call stop() for us.
+            await self._stop_services(started)
+            await self._stop_status()
+            raise
 
     async def stop(self) -> None:
-        for service in reversed(self._services):
+        await self._stop_services(self._services)
+        await self._stop_status()
+
+    async def _stop_services(self, services: list[Service]) -> None:
+        for service in reversed(services):
             try:
                 await service.stop()
             except Exception:
                 log.exception("stopping %s failed", type(service).__name__)
+
+    async def _stop_status(self) -> None:
         if self._status_task is not None:
             self._status_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -74,3 +74,9 @@ async def receive_until(
         if predicate(frame):
             return frame
     raise AssertionError("no matching frame")
+
+
+async def subscribe(ws: ClientWebSocketResponse, *topics: str, rid: Any = "sub") -> dict[str, Any]:
+    """Subscribe and wait for the reply (later frames then belong to these topics)."""
+    await ws.send_json({"type": "subscribe", "id": rid, "topics": list(topics)})
+    return await receive_until(ws, lambda f: f.get("id") == rid)

@@ -10,7 +10,7 @@ import pytest
 
 from hydrogen.printers.printer import PrinterState
 from hydrogen.printers.temperature import parse_temperatures
-from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until
+from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until, subscribe
 from tests.process import hydrogen
 from tests.test_jobs import CONTROL, MONITOR, digest, gcode_file, job_gateway, upload, wait_job
 
@@ -35,8 +35,7 @@ async def test_two_jobs_never_stream_to_one_printer(job_gateway):
         await upload(client, name, data)
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/job"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/job")
     sim.reset_digest()
     await client.jobs.start_job("sim", "a.gcode")
     await client.jobs.start_job("sim", "b.gcode")
@@ -65,8 +64,7 @@ async def test_pause_then_cancel_runs_the_cancel_script(job_gateway):
     await upload(client, "p.gcode", data)
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/job"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/job")
     await client.jobs.start_job("sim", "p.gcode")
     await asyncio.sleep(0.2)
     await ws.send_json({"type": "job_pause", "printer": "sim", "id": "p"})
@@ -86,8 +84,7 @@ async def test_client_leaving_during_pause_does_not_fail_the_job(job_gateway):
     await asyncio.sleep(0.2)
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/job"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/job")
     await ws.send_json({"type": "job_pause", "printer": "sim", "id": "p"})
     await receive_until(ws, lambda f: f["type"] == "job" and f.get("state") == "paused")
     await ws.close()  # gone while the pause waits for the lines in flight

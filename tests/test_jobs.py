@@ -15,7 +15,7 @@ import pytest
 
 from hydrogen.config import JobsConfig
 from hydrogen.printers.printer import PrinterState
-from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until
+from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until, subscribe
 from tests.process import start_gateway
 from tests.test_printers import sim_printer, wait_state
 
@@ -125,8 +125,7 @@ async def test_octoprint_upload_with_print_true_starts_the_job(job_gateway):
     _, client, _, sim = job_gateway
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/job"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/job")
     data, commands = gcode_file(50)
     sim.reset_digest()
     response = await upload(
@@ -239,8 +238,7 @@ async def test_exactly_once_under_injected_corruption(job_gateway):
     await upload(client, "noisy.gcode", data)
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/job"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/job")
     sim.reset_digest()
     resends = printer.stats.resends
     sim.faults.corrupt_ratio = 0.05
@@ -260,8 +258,7 @@ async def test_pause_resume_cancel_with_scripts(job_gateway):
     await upload(client, "long.gcode", data)
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/job"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/job")
     await run_job(ws, "long.gcode")
     await asyncio.sleep(0.3)
     await ws.send_json({"type": "job_pause", "printer": "sim", "id": "p"})
@@ -319,8 +316,7 @@ async def test_queue_runs_jobs_one_after_another(job_gateway):
     await upload(client, "two.gcode", second)
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/job"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/job")
     sim.reset_digest()
     await run_job(ws, "one.gcode", "a")
     queued = await run_job(ws, "two.gcode", "b")

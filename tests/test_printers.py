@@ -10,7 +10,7 @@ import pytest
 
 from hydrogen.config import PrinterConfig
 from hydrogen.printers.printer import PrinterState
-from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until
+from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until, subscribe
 
 FAST = {"banner_timeout": 2.0, "handshake_timeout": 5.0, "temperature_interval": 1.0}
 
@@ -61,8 +61,7 @@ async def test_state_topic_is_retained_and_status_has_printers_summary(sim_gatew
     assert status["printers"][0]["printer"] == "sim"
     assert status["printers"][0]["state"] == "ready"
     assert "lines_sent" in status["printers"][0]["link"]
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/+/state"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/+/state")
     state = await receive_until(ws, lambda f: f["type"] == "printer_state")
     assert state["state"] == "ready" and state["topic"] == "printer/sim/state"
     await ws.close()
@@ -75,8 +74,7 @@ async def test_temperatures_flow_with_history_first(sim_gateway):
             await asyncio.sleep(0.1)
     ws = await connect(client, MONITOR_KEY)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/temperature"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/temperature")
     history = await receive_until(ws, lambda f: f["type"] in ("temperature_history", "temperature"))
     assert history["type"] == "temperature_history"  # the chart starts full
     assert len(history["samples"]) >= 2
@@ -196,8 +194,7 @@ async def test_emergency_stop_overtakes_queued_lines(sim_gateway):
     _, client, printer, sim = sim_gateway
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": "n", "topics": ["notifications"]})
-    await receive_until(ws, lambda f: f.get("id") == "n")
+    await subscribe(ws, "notifications")
     sim.time_scale = 1.0
     # a slow heat-up in flight, and more lines queued behind it
     await ws.send_json(
@@ -248,8 +245,7 @@ async def test_unplug_and_reconnect(sim_gateway):
     _, client, printer, sim = sim_gateway
     ws = await connect(client, MONITOR_KEY)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["notifications"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "notifications")
     await sim.hangup()
     note = await receive_until(ws, lambda f: f.get("event") == "printer_disconnected")
     assert note["details"]["printer"] == "sim"
@@ -298,8 +294,7 @@ async def test_serial_terminal_shows_both_directions(sim_gateway):
     _, client, _, _ = sim_gateway
     ws = await connect(client)
     await receive_json(ws)
-    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["printer/sim/serial"]})
-    await receive_until(ws, lambda f: f.get("id") == 1)
+    await subscribe(ws, "printer/sim/serial")
     await ws.send_json({"type": "command", "printer": "sim", "gcode": "M114", "id": 2})
     seen = set()
     async with asyncio.timeout(10):

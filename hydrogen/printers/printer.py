@@ -121,7 +121,12 @@ class Printer:
         self._task = asyncio.create_task(self._run(), name=f"printer-{self.name}")
 
     async def stop(self) -> None:
+        # asyncio.timeout, not wait_for, everywhere in this class: on Python 3.11 wait_for
+        # can swallow a cancellation that races its inner future. Ending the session
+        # directly as well means stop() never depends on cancellation alone.
         self._stopping = True
+        self._lose_link("gateway stopped")
+        self._reconnect_now.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,7 +150,8 @@ class Printer:
         while not self._stopping:
             self._set_state(PrinterState.CONNECTING, f"opening {self.config.device}")
             try:
-                reader, writer = await asyncio.wait_for(self._opener(self.config), 10)
+                async with asyncio.timeout(10):
+                    reader, writer = await self._opener(self.config)
             except (OSError, serial.SerialException, TimeoutError) as exc:
                 reason = f"cannot open {self.config.device}: {_describe(exc)}"
                 if last_failure != reason:  # one notification per outage, not per retry
@@ -184,7 +190,8 @@ class Printer:
         """Sleep ``delay`` with ±20 % jitter (a USB hub of printers must not retry in step)."""
         self._reconnect_now.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reconnect_now.wait(), delay * random.uniform(0.8, 1.2))
+            async with asyncio.timeout(delay * random.uniform(0.8, 1.2)):
+                await self._reconnect_now.wait()
         self._reconnect_now.clear()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
@@ -210,9 +217,8 @@ class Printer:
                 self._on_open()
             # Opening the port resets most boards: wait for their banner (or time out).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wait_either(self._banner_seen.wait()), cfg.banner_timeout
-                )
+                async with asyncio.timeout(cfg.banner_timeout):
+                    await self._wait_either(self._banner_seen.wait())
             if not self._link_lost.done():
                 poller = await self._handshake()
             return await self._link_lost
@@ -261,9 +267,8 @@ class Printer:
                 self._lose_link("firmware did not answer the handshake (M110/M115)")
                 return None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wait_either(asyncio.shield(self._handshake_done)), min(2.0, remaining)
-                )
+                async with asyncio.timeout(min(2.0, remaining)):
+                    await self._wait_either(asyncio.shield(self._handshake_done))
         return self._handshake_finished(self._handshake_done.result())
 
     def _handshake_finished(self, firmware: marlin.FirmwareInfo) -> asyncio.Task[None] | None:
