@@ -223,3 +223,45 @@ async def test_command_line_limit_counts_every_line_ending(job_gateway, lines):
         headers={"Authorization": f"Key {CONTROL_KEY}"},
     )
     assert response.status == 400
+
+
+async def test_multipart_without_closing_boundary_leaves_no_file(job_gateway, tmp_path):
+    _, client, _, _ = job_gateway
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="half.gcode"\r\n\r\n'
+        b'G28\nG1 X1\n\r\n--B\r\nContent-Disposition: form-data; name="print"\r\n'
+    )  # the second part's headers never end, and there is no closing boundary
+    response = await client.post(
+        "/api/files",
+        data=body,
+        headers=CONTROL | {"Content-Type": "multipart/form-data; boundary=B"},
+    )
+    assert response.status == 400
+    assert [p for p in os.listdir(tmp_path / "files") if p != ".meta"] == []
+
+
+async def test_resume_is_published_at_once(job_gateway):
+    _, client, _, sim = job_gateway
+    sim.time_scale = 1.0
+    data, _ = gcode_file(20000)
+    await upload(client, "r.gcode", data)
+    ws = await connect(client)
+    await receive_json(ws)
+    await subscribe(ws, "printer/sim/job")
+    await client.jobs.start_job("sim", "r.gcode")
+    await asyncio.sleep(0.2)
+    await client.jobs.runner("sim").pause()
+    await receive_until(ws, lambda f: f["type"] == "job" and f.get("state") == "paused")
+    await client.jobs.runner("sim").resume()
+    frame = await receive_until(
+        ws, lambda f: f["type"] == "job" and f.get("state") != "paused", timeout=2
+    )
+    assert frame["state"] == "printing"
+    client.jobs.runner("sim").cancel()
+    await ws.close()
+
+
+async def test_history_for_an_unknown_printer_is_404(job_gateway):
+    _, client, _, _ = job_gateway
+    response = await client.get("/api/jobs/history?printer=nope", headers=MONITOR)
+    assert response.status == 404

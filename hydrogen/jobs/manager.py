@@ -47,6 +47,7 @@ class JobManager:
         self.last_jobs: dict[str, Job] = {}
         self.counts: Counter[tuple[str, str]] = Counter()
         self._published_at: dict[str, float] = {}
+        self._published_state: dict[str, JobState] = {}
         self._saved_at: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         for printer in printers.printers.values():
@@ -167,7 +168,10 @@ class JobManager:
     # -- events ------------------------------------------------------------------------------
     def _changed(self, job: Job) -> None:
         now = time.time()
-        self._publish(job.printer, force=job.state is not JobState.PRINTING)
+        # State changes (resume included) go out at once; progress is throttled.
+        state_changed = self._published_state.get(job.printer) is not job.state
+        self._published_state[job.printer] = job.state
+        self._publish(job.printer, force=state_changed or job.state is not JobState.PRINTING)
         if job.state is JobState.PRINTING and now - self._saved_at.get(job.id, 0) > (
             PROGRESS_SAVE_INTERVAL
         ):

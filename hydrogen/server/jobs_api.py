@@ -58,9 +58,15 @@ async def _receive_upload(request: web.Request) -> tuple[Any, dict[str, str]]:
         raise FileError(413, f"file larger than {limit} bytes", max_bytes=limit)
     if not request.content_type.startswith("multipart/"):
         raise FileError(400, "send the file as multipart/form-data in a field named 'file'")
+    saved: list[str] = []
     try:
-        return await _read_parts(request)
+        return await _read_parts(request, saved)
     except (HttpProcessingError, ValueError, AssertionError) as exc:
+        # The file part may already be stored when the framing breaks after it: a 400
+        # must leave nothing behind.
+        for name in saved:
+            with contextlib.suppress(FileError):
+                await manager.files.delete(name)
         # Hostile or broken framing (bad part headers, NUL bytes): a client error.
         message = getattr(exc, "message", None) or str(exc)
         raise FileError(
@@ -68,7 +74,7 @@ async def _receive_upload(request: web.Request) -> tuple[Any, dict[str, str]]:
         ) from None
 
 
-async def _read_parts(request: web.Request) -> tuple[Any, dict[str, str]]:
+async def _read_parts(request: web.Request, saved: list[str]) -> tuple[Any, dict[str, str]]:
     manager = request.app[JOBS]
     reader = await request.multipart()
     stored = None
@@ -80,6 +86,7 @@ async def _read_parts(request: web.Request) -> tuple[Any, dict[str, str]]:
             if stored is not None:
                 raise FileError(400, "one file per upload")
             stored = await manager.files.save(part.filename or "", _chunks(part))
+            saved.append(stored.name)
         elif part.name and len(fields) < 16:
             fields[part.name] = (await part.read_chunk(1024)).decode("utf-8", "replace").strip()
     if stored is None:
@@ -264,6 +271,11 @@ async def job_history(request: web.Request) -> web.Response:
     auth.require(request, Role.MONITOR)
     manager = request.app[JOBS]
     printer = request.query.get("printer")
+    if printer is not None:
+        try:
+            printer = manager.printers.get(printer).name
+        except ProtocolError as exc:
+            return _job_error(exc)
     limit = 100
     with contextlib.suppress(ValueError):
         limit = max(1, min(500, int(request.query.get("limit", "100"))))
