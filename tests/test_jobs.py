@@ -428,3 +428,15 @@ async def test_history_survives_restart_and_a_crash_is_recorded_as_failed(tmp_pa
     assert outcomes["crash.gcode"]["outcome"] == "failed"
     assert outcomes["crash.gcode"]["lines_sent"] > 0 or outcomes["crash.gcode"]["reason"]
     assert dataclasses.is_dataclass(JobsConfig)
+
+
+def test_an_unsendable_line_is_named_by_its_line_number_in_the_file(tmp_path):
+    from hydrogen.jobs.job import check_file
+
+    path = tmp_path / "bad.gcode"
+    long_move = "G1 X10 " + "Y1 " * 100
+    path.write_text(f"; sliced by hand\n\nG28\n  ; a comment\n{long_move}\nG1 X20\n")
+    problem = check_file(path)
+    assert problem is not None and problem.startswith("line 5 ('G1 X10 Y1"), problem
+    path.write_text("G28\nG1 X1\n")
+    assert check_file(path) is None

@@ -125,17 +125,18 @@ class Job:
         }
 
 
-def _read_lines(path: Path) -> Iterator[list[tuple[str, int]]]:
-    """Batches of (command, file offset after its line); blank and comment lines dropped."""
-    batch: list[tuple[str, int]] = []
+def _read_lines(path: Path) -> Iterator[list[tuple[str, int, int]]]:
+    """Batches of (command, file offset after its line, its line number in the file,
+    as an editor shows it); blank and comment lines dropped."""
+    batch: list[tuple[str, int, int]] = []
     offset = 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
-        for raw in handle:
+        for lineno, raw in enumerate(handle, start=1):
             offset += len(raw)
             command = strip_gcode_line(raw.decode("utf-8", "replace"))
             if command is not None:
-                batch.append((command, offset))
+                batch.append((command, offset, lineno))
                 if len(batch) >= READ_BATCH:
                     yield batch
                     batch = []
@@ -163,14 +164,12 @@ def check_file(path: Path) -> str | None:
 
     Run before a job starts, so a bad line fails the request, not the print hours in.
     """
-    number = 0
     for batch in _read_lines(path):
-        for command, _ in batch:
-            number += 1
+        for command, _, lineno in batch:
             try:
                 sendable(command)
             except ValueError as exc:
-                return f"line {number} ({command[:40]!r}): {exc}"
+                return f"line {lineno} ({command[:40]!r}): {exc}"
     return None
 
 
@@ -295,13 +294,11 @@ class JobRunner:
     async def _stream(self) -> None:
         job = self.job
         iterator = _read_lines(job.path)
-        number = 0
         while True:
             batch = await asyncio.to_thread(next, iterator, None)
             if batch is None:
                 return
-            for command, offset in batch:
-                number += 1
+            for command, offset, lineno in batch:
                 if not self._running.is_set():
                     await self._park()
                 if self._cancel or self._failure:
@@ -309,7 +306,7 @@ class JobRunner:
                 try:
                     line = sendable(command)
                 except ValueError as exc:
-                    raise ValueError(f"line {number} of {job.file}: {exc}") from None
+                    raise ValueError(f"line {lineno} of {job.file}: {exc}") from None
                 if line is not None:
                     await self._send(line)
                 job.lines_sent += 1
