@@ -262,6 +262,28 @@ async def test_unplug_and_reconnect(sim_gateway):
     await ws.close()
 
 
+async def test_one_reconnect_request_reopens_a_link_with_auto_reconnect_off(gateway_client):
+    _, client = await gateway_client(printers=(sim_printer(reconnect=False),))
+    printer = client.printers.printers["sim"]
+    await wait_state(printer, PrinterState.READY)
+    ws = await connect(client)
+    await receive_json(ws)
+    await subscribe(ws, "notifications")
+    await ws.send_json({"type": "printer_reconnect", "printer": "sim", "id": "again"})
+    await receive_until(ws, lambda f: f.get("id") == "again")
+    note = await receive_until(
+        ws, lambda f: f.get("event") == "printer_connected", timeout=15
+    )  # the link came back after one request, not two
+    assert note["details"]["printer"] == "sim"
+    await wait_state(printer, PrinterState.READY)
+    # an unplug with auto-reconnect off still leaves it disconnected
+    await client.printers.simulators["sim"].hangup()
+    await wait_state(printer, PrinterState.DISCONNECTED)
+    await asyncio.sleep(1.5)
+    assert printer.state is PrinterState.DISCONNECTED
+    await ws.close()
+
+
 async def test_a_resend_loop_fails_the_command_instead_of_hanging(sim_gateway):
     _, client, printer, sim = sim_gateway
     ws = await connect(client)

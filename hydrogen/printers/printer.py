@@ -141,6 +141,8 @@ class Printer:
         self._link_lost: asyncio.Future[str] | None = None
         self._outstanding_long = 0
         self._reconnect_now = asyncio.Event()
+        #: reconnect() asked during a session: reopen even with auto-reconnect off.
+        self._reconnect_requested = False
         self._stopping = False
         self._banner_seen: asyncio.Event = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
@@ -176,6 +178,7 @@ class Printer:
     def reconnect(self) -> None:
         """Drop the link and open it again now (after a halt, or to retry at once)."""
         if self._link_lost is not None and not self._link_lost.done():
+            self._reconnect_requested = True
             self._link_lost.set_result("reconnect requested")
         self._reconnect_now.set()
         if self._task is not None and self._task.done() and not self._stopping:
@@ -221,7 +224,8 @@ class Printer:
                 "error", "printer_disconnected", f"{self.name}: {reason}", printer=self.name
             )
             self._set_state(PrinterState.DISCONNECTED, reason)
-            if not self.config.reconnect:
+            requested, self._reconnect_requested = self._reconnect_requested, False
+            if not self.config.reconnect and not requested:
                 return
             await self._backoff(0.2 if self._reconnect_now.is_set() else delay)
 
@@ -243,6 +247,7 @@ class Printer:
         )
         self._writer = writer
         self._link_lost = loop.create_future()
+        self._reconnect_requested = False
         self._handshake_done = loop.create_future()
         self._banner_seen.clear()
         self._outstanding_long = 0
