@@ -1211,6 +1211,11 @@ def jobs_report(results: list[JobResult], args: argparse.Namespace, digest: str)
                 ratios[f"window_{x.window}_vs_ceiling_window_1"] = ratio(x.per_s, one.per_s)
         if x.path == "ceiling-sync" and 1 in ceilings:
             ratios["blocking_vs_asyncio_ceiling"] = ratio(x.per_s, ceilings[1].per_s)
+        if x.path == "ceiling-sync" and x.window == 1 and not x.error:
+            gw1 = next((g for g in results if g.path == "gateway" and g.window == 1), None)
+            if gw1 is not None and not gw1.error:
+                # the strictest ceiling: the loop that waits in read() instead of epoll
+                ratios["window_1_vs_blocking"] = ratio(gw1.per_s, x.per_s)
         once = "yes" if x.digest_ok else "NO"
         print(
             f"{label:<28}{x.window:>7}{x.per_s:>9.0f}{x.elapsed:>10.2f}"
@@ -1221,9 +1226,13 @@ def jobs_report(results: list[JobResult], args: argparse.Namespace, digest: str)
     print(f"file digest (sha256 of the commands): {digest}")
     print("(host CPU: the gateway process, or the ceiling's own process)")
     gw = next((x for x in results if x.path == "gateway" and x.window == 1), None)
+    blocking = next((x for x in results if x.path == "ceiling-sync" and not x.error), None)
     verdicts = []
     if gw is not None:
-        ceiling_per_s = ceilings[1].per_s if 1 in ceilings else None
+        # judged on the faster of the two bare loops (the blocking one, when it ran)
+        ceiling_per_s = max(
+            [c.per_s for c in (ceilings.get(1), blocking) if c is not None], default=None
+        )
         share = ratio(gw.per_s, ceiling_per_s)
         verdicts.append(
             {
@@ -1372,12 +1381,12 @@ def summary_of_rounds(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "evidence": f"median p99 {p99:.2f} ms",
             }
         )
-    share = medians.get("ratios.jobs.window_1")
+    share = medians.get("ratios.jobs.window_1_vs_blocking", medians.get("ratios.jobs.window_1"))
     if share is not None:
         verdicts.append(
             {
-                "target": f"job streaming >= {TARGET_JOB_SHARE:.0%} of the ceiling, window 1 "
-                "(median)",
+                "target": f"job streaming >= {TARGET_JOB_SHARE:.0%} of the fastest bare loop, "
+                "window 1 (median)",
                 "pass": share >= TARGET_JOB_SHARE,
                 "evidence": f"median {share:.2f}x",
             }

@@ -18,6 +18,23 @@ from hydrogen.config import PrinterConfig
 from hydrogen.printers.printer import open_serial
 
 
+class Recorder(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+
+async def open_port(path: str) -> tuple[asyncio.WriteTransport, Recorder]:
+    recorder = Recorder()
+    return await open_serial(PrinterConfig(name="p", device=path), recorder), recorder
+
+
 @pytest.fixture
 def pty_pair() -> Iterator[tuple[int, str]]:
     master, slave = os.openpty()
@@ -47,50 +64,82 @@ def _read_available(fd: int) -> bytes:
 
 async def test_a_write_reaches_the_port_before_the_loop_turns(pty_pair):
     master, path = pty_pair
-    _reader, writer = await open_serial(PrinterConfig(name="p", device=path))
+    transport, _ = await open_port(path)
     try:
-        writer.write(b"N1 M105*39\n")
+        transport.write(b"N1 M105*39\n")
         # No await in between: the stock pyserial-asyncio transport would still hold it.
         assert _read_available(master) == b"N1 M105*39\n"
-        assert writer.transport.get_write_buffer_size() == 0
+        assert transport.get_write_buffer_size() == 0
     finally:
-        writer.close()
+        transport.close()
 
 
 async def test_a_full_port_keeps_every_byte_in_order(pty_pair):
     master, path = pty_pair
-    _reader, writer = await open_serial(PrinterConfig(name="p", device=path))
+    transport, _ = await open_port(path)
     lines = [f"N{n} G1 X{n % 200} Y{n % 150} E{n * 0.01:.2f}\n".encode() for n in range(4000)]
     expected = b"".join(lines)
     try:
         for line in lines:  # far more than a pty holds: most of it must be buffered
-            writer.write(line)
-        assert writer.transport.get_write_buffer_size() > 0
+            transport.write(line)
+        assert transport.get_write_buffer_size() > 0
         received = bytearray()
         async with asyncio.timeout(20):
             while len(received) < len(expected):
                 received += _read_available(master)
                 await asyncio.sleep(0.001)
         assert bytes(received) == expected
-        await writer.drain()
-        assert writer.transport.get_write_buffer_size() == 0
+        assert transport.get_write_buffer_size() == 0
     finally:
-        writer.close()
+        transport.close()
 
 
-async def test_reads_still_arrive(pty_pair):
-    master, path = pty_pair
-    reader, writer = await open_serial(PrinterConfig(name="p", device=path))
+async def test_reads_arrive_and_a_hangup_is_reported():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
     try:
+        transport, recorder = await open_port(os.ttyname(slave))
         os.write(master, b"ok T:20.0 /0.0\n")
         async with asyncio.timeout(5):
-            assert await reader.readline() == b"ok T:20.0 /0.0\n"
+            while bytes(recorder.data) != b"ok T:20.0 /0.0\n":
+                await asyncio.sleep(0.005)
     finally:
-        writer.close()
+        os.close(master)  # the far end goes away, as when a USB cable is pulled
+        os.close(slave)
+    async with asyncio.timeout(5):
+        await recorder.lost  # the transport says the link is gone
+    assert transport.is_closing()
 
 
 async def test_a_missing_device_raises_a_serial_error():
     import serial
 
     with pytest.raises(serial.SerialException):
-        await open_serial(PrinterConfig(name="p", device="/dev/does-not-exist-hydrogen"))
+        await open_port("/dev/does-not-exist-hydrogen")
+
+
+async def test_a_network_serial_url_keeps_pyserials_own_reading():
+    """``socket://host:port`` (ser2net and the like) goes through pyserial's URL
+    handler, not the direct descriptor read; both directions still work."""
+    accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    accepted = asyncio.get_running_loop().create_future()
+    server = await asyncio.start_server(
+        lambda r, w: accepted.set_result((r, w)), host="127.0.0.1", port=0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport, recorder = await open_port(f"socket://127.0.0.1:{port}")
+        async with asyncio.timeout(5):
+            far_reader, far_writer = await accepted
+            transport.write(b"N1 M115*39\n")
+            assert await far_reader.readline() == b"N1 M115*39\n"
+            far_writer.write(b"ok\n")
+            await far_writer.drain()
+            while bytes(recorder.data) != b"ok\n":
+                await asyncio.sleep(0.005)
+        transport.close()
+        far_writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()

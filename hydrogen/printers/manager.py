@@ -56,8 +56,10 @@ class PrinterManager:
                 # Opening a real port resets most boards (DTR); the simulator does the same.
                 on_open = sim.reset
 
-                async def opener(cfg: Any, sim: SimulatedPrinter = sim) -> Any:
-                    return await open_serial(_with_device(cfg, sim.path))
+                async def opener(
+                    cfg: Any, link: asyncio.Protocol, sim: SimulatedPrinter = sim
+                ) -> asyncio.WriteTransport:
+                    return await open_serial(_with_device(cfg, sim.path), link)
 
             self.printers[config.name] = Printer(
                 config,

@@ -312,6 +312,7 @@ def checksum(s: str) -> int:
     return reduce(xor, s.encode("ascii"), 0)
 
 
+_UNSENDABLE = re.compile(r"[^ -~]|\*")
 _COMMAND_WORD = re.compile(r"([A-Za-z])([+-]?\d+(?:\.\d+)?)")
 
 
@@ -335,7 +336,8 @@ def validate_gcode(line: str) -> str:
     text = line.split(";", 1)[0].replace("\t", " ").strip()
     if not text:
         raise ValueError("empty G-code line (nothing left after removing comments)")
-    for position, char in enumerate(text):
+    # One regex scan for the usual clean line; the loop below only says what is wrong.
+    for position, char in enumerate(text if _UNSENDABLE.search(text) else ()):
         if char in "\r\n":
             raise ValueError("G-code line contains a line break; send one command per line")
         if not " " <= char <= "~":

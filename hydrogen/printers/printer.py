@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ from hydrogen.printers.history import HeaterSample, TemperatureHistory, Temperat
 log = logging.getLogger(__name__)
 
 Notify = Callable[..., None]
-Opener = Callable[[PrinterConfig], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+Opener = Callable[[PrinterConfig, asyncio.Protocol], Awaitable[asyncio.WriteTransport]]
 
 #: Commands that legitimately keep the firmware busy: the printer shows ``busy``.
 _LONG_COMMANDS = marlin.LONG_COMMANDS
@@ -75,7 +76,18 @@ class EagerSerialTransport(serial_asyncio.SerialTransport):
     the port (opened non-blocking by the transport); only what the port does not
     take now is left to the stock buffered path, so ordering and back-pressure are
     unchanged.
+
+    Reads of a plain local port go straight to ``os.read`` on its descriptor: the
+    event loop has just said it is readable, and pyserial's ``read()`` would first
+    ``select()`` it again. Other pyserial URL handlers (``rfc2217://``,
+    ``socket://``) keep pyserial's reading, which they need.
     """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, port: serial.Serial
+    ) -> None:
+        super().__init__(loop, protocol, port)
+        self._fd: int | None = port.fileno() if type(port) is serial.Serial else None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self.get_write_buffer_size():
@@ -86,25 +98,62 @@ class EagerSerialTransport(serial_asyncio.SerialTransport):
         except (BlockingIOError, InterruptedError):
             written = 0
         except serial.SerialException as exc:
-            self._fatal_error(exc, "Fatal write error on serial transport")
+            # An unplugged printer is normal life: close quietly, the link reports why.
+            self._abort(exc)
             return
         if written < len(data):
             super().write(bytes(data[written:]))
 
+    def _read_ready(self) -> None:
+        if self._fd is None:
+            super()._read_ready()
+            return
+        try:
+            data = os.read(self._fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close(exc=serial.SerialException(f"read failed: {exc}"))
+            return
+        if data:
+            self._protocol.data_received(data)
+        else:
+            # what pyserial says too: EOF on a tty that polled readable
+            self._close(exc=serial.SerialException("device disconnected (read returned no data)"))
 
-async def open_serial(config: PrinterConfig) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open the port as pyserial-asyncio's ``open_serial_connection`` does, with the
-    eager transport above."""
-    loop = asyncio.get_running_loop()
+
+async def open_serial(config: PrinterConfig, protocol: asyncio.Protocol) -> asyncio.WriteTransport:
+    """Open the port with the eager transport above, feeding ``protocol``."""
     port = serial.serial_for_url(config.device, baudrate=config.baud)
     try:
-        reader = asyncio.StreamReader(loop=loop)
-        stream_protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport = EagerSerialTransport(loop, stream_protocol, port)
+        return EagerSerialTransport(asyncio.get_running_loop(), protocol, port)
     except BaseException:
         port.close()
         raise
-    return reader, asyncio.StreamWriter(transport, stream_protocol, reader, loop)
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """Hands the port's bytes to the printer as the transport reads them.
+
+    A callback rather than a StreamReader and a reading task: the bytes that carry
+    an ``ok`` are processed, and the next line written, in the same turn of the
+    event loop that read them, instead of one turn later when the task wakes.
+    """
+
+    def __init__(
+        self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception | None], None]
+    ) -> None:
+        self._on_data = on_data
+        self._on_lost = on_lost
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(data)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost(exc)
 
 
 class Printer:
@@ -135,7 +184,7 @@ class Printer:
         )
         self.stats = LinkStats()
         self._proto: marlin.MarlinProtocol | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.WriteTransport | None = None
         self._task: asyncio.Task[None] | None = None
         self._handshake_done: asyncio.Future[marlin.FirmwareInfo] | None = None
         self._link_lost: asyncio.Future[str] | None = None
@@ -146,6 +195,7 @@ class Printer:
         self._stopping = False
         self._banner_seen: asyncio.Event = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._link_protocol_in_use: _LinkProtocol | None = None
         #: Listeners for host action commands and firmware resets (the job layer).
         self.action_listeners: list[Callable[[str, str], None]] = []
         self.reset_listeners: list[Callable[[str], None]] = []
@@ -193,7 +243,7 @@ class Printer:
             self._set_state(PrinterState.CONNECTING, f"opening {self.config.device}")
             try:
                 async with asyncio.timeout(10):
-                    reader, writer = await self._opener(self.config)
+                    transport = await self._opener(self.config, self._link_protocol())
             except (OSError, serial.SerialException, TimeoutError) as exc:
                 reason = f"cannot open {self.config.device}: {_describe(exc)}"
                 if last_failure != reason:  # one notification per outage, not per retry
@@ -216,7 +266,7 @@ class Printer:
             first = False
             last_failure = None
             delay = 1.0
-            reason = await self._session(reader, writer)
+            reason = await self._session(transport)
             if self._stopping:
                 return
             log.warning("printer %s: link lost: %s", self.name, reason)
@@ -237,7 +287,7 @@ class Printer:
                 await self._reconnect_now.wait()
         self._reconnect_now.clear()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    async def _session(self, transport: asyncio.WriteTransport) -> str:
         loop = asyncio.get_running_loop()
         cfg = self.config
         self._proto = marlin.MarlinProtocol(
@@ -245,7 +295,7 @@ class Printer:
             ok_timeout=cfg.ok_timeout,
             long_command_timeout=cfg.long_command_timeout,
         )
-        self._writer = writer
+        self._transport = transport
         self._link_lost = loop.create_future()
         self._reconnect_requested = False
         self._handshake_done = loop.create_future()
@@ -253,7 +303,6 @@ class Printer:
         self._outstanding_long = 0
         self._poller = None
         self.stats.connected_since = time.time()
-        pump = asyncio.create_task(self._pump(reader), name=f"printer-{self.name}-read")
         ticker = asyncio.create_task(self._tick(), name=f"printer-{self.name}-tick")
         poller: asyncio.Task[None] | None = None
         try:
@@ -269,17 +318,17 @@ class Printer:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         finally:
-            for task in (pump, ticker, poller):
+            for task in (ticker, poller):
                 if task is not None:
                     task.cancel()
-            await asyncio.gather(
-                pump, ticker, *([poller] if poller else []), return_exceptions=True
-            )
+            await asyncio.gather(ticker, *([poller] if poller else []), return_exceptions=True)
             self._fail_outstanding("link closed")
-            with contextlib.suppress(Exception):
-                writer.close()
+            # Detach first: nothing the closing transport still delivers reaches this
+            # session's protocol state or the next session's.
             self._proto = None
-            self._writer = None
+            self._transport = None
+            with contextlib.suppress(Exception):
+                transport.close()
             self.stats.connected_since = None
 
     async def _wait_either(self, awaitable: Awaitable[Any]) -> None:
@@ -341,24 +390,33 @@ class Printer:
             if self._proto is not None and self._proto.queued == 0:
                 self._send_internal("M105")
 
-    async def _pump(self, reader: asyncio.StreamReader) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await reader.read(4096)
-                if not data:
-                    self._lose_link("the device closed the connection")
-                    return
-                if self._proto is None:
-                    return
-                self._proto.receive_data(data, loop.time())
+    def _link_protocol(self) -> _LinkProtocol:
+        """The transport's protocol for one session. Only the newest one is listened
+        to: a closed link's late ``connection_lost`` must not end the next session."""
+
+        def on_data(data: bytes) -> None:
+            proto = self._proto
+            if proto is None or self._link_protocol_in_use is not protocol:
+                return
+            try:
+                proto.receive_data(data, asyncio.get_running_loop().time())
                 self._process()
-        except (OSError, serial.SerialException) as exc:
-            self._lose_link(f"device error: {_describe(exc)}")
-        except Exception:
-            # A bug must not leave a printer that looks ready but reads nothing.
-            log.exception("printer %s: internal error handling serial data", self.name)
-            self._lose_link("internal error handling serial data")
+            except Exception:
+                # A bug must not leave a printer that looks ready but reads nothing.
+                log.exception("printer %s: internal error handling serial data", self.name)
+                self._lose_link("internal error handling serial data")
+
+        def on_lost(exc: Exception | None) -> None:
+            if self._link_protocol_in_use is not protocol:
+                return
+            if exc is None:
+                self._lose_link("the device closed the connection")
+            else:
+                self._lose_link(f"device error: {_describe(exc)}")
+
+        protocol = _LinkProtocol(on_data, on_lost)
+        self._link_protocol_in_use = protocol
+        return protocol
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -374,13 +432,13 @@ class Printer:
 
     # -- the protocol pump ---------------------------------------------------------------
     def _flush(self) -> None:
-        proto, writer = self._proto, self._writer
-        if proto is None or writer is None:
+        proto, transport = self._proto, self._transport
+        if proto is None or transport is None:
             return
         data = proto.data_to_send(asyncio.get_running_loop().time())
         if data:
             try:
-                writer.write(data)
+                transport.write(data)
             except (OSError, serial.SerialException, RuntimeError) as exc:
                 self._lose_link(f"write failed: {_describe(exc)}")
         self._process_events()
@@ -654,7 +712,7 @@ class Printer:
 
     def emergency_stop(self) -> None:
         """``M112`` ahead of everything queued; the printer halts and needs a reconnect."""
-        if self._proto is None or self._writer is None:
+        if self._proto is None or self._transport is None:
             raise PrinterUnavailable(self._unavailable_reason())
         dropped = self._proto.emergency_stop()
         self._flush()
