@@ -81,3 +81,16 @@ class EventFrames:
 
     def frame(self, seq: int, t: float) -> dict[str, Any]:
         return self._frame(seq, t, self._pad)
+
+
+async def serve_loopback(handler: Any) -> tuple[Any, int]:
+    """A bare aiohttp app with one WebSocket route on 127.0.0.1 and a free port:
+    ``(runner, port)``; the caller owns ``runner.cleanup()``."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]

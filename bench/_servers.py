@@ -51,6 +51,7 @@ from bench._common import (
     emit,
     encode,
     raise_nofile_limit,
+    serve_loopback,
     stdin_reader,
 )
 
@@ -351,13 +352,7 @@ async def run_aiohttp(args: argparse.Namespace, gc_monitor: GcMonitor) -> None:
                 subscribers.discard(ws)
             return ws
 
-        app = web.Application()
-        app.router.add_get("/", handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+        runner, port = await serve_loopback(handler)
 
         async def stop() -> None:
             await asyncio.gather(*(ws.close() for ws in tuple(everyone)), return_exceptions=True)

@@ -88,7 +88,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._client import BenchClient, Collector, client_frame, upgrade_request
-from bench._common import emit, encode, raise_nofile_limit, stdin_reader
+from bench._common import emit, encode, raise_nofile_limit, serve_loopback, stdin_reader
 from bench.fanout import BenchError, Child, machine_facts
 
 if TYPE_CHECKING:
@@ -269,12 +269,7 @@ async def child_fanout(args: argparse.Namespace) -> None:
             clients.discard(ws)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/", handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, port = await serve_loopback(handler)
     reader, writer = await serial_asyncio.open_serial_connection(url=args.link, baudrate=BAUD)
 
     async def pump() -> None:
@@ -299,7 +294,7 @@ async def child_fanout(args: argparse.Namespace) -> None:
                     clients.discard(ws)
 
     task = asyncio.create_task(pump())
-    emit({"port": runner.addresses[0][1]})
+    emit({"port": port})
     try:
         control = await stdin_reader()
         while await control.readline():
