@@ -421,8 +421,16 @@ async def test_history_survives_restart_and_a_crash_is_recorded_as_failed(tmp_pa
             history = await (
                 await session.get(f"http://127.0.0.1:{gw.port}/api/jobs/history")
             ).json()
+            # the job panel shows how the last print ended, not "idle"
+            last = await (
+                await session.get(f"http://127.0.0.1:{gw.port}/api/printers/sim/job")
+            ).json()
     finally:
         gw.stop()
+    assert last["file"] == "crash.gcode" and last["state"] == "failed", last
+    crashed = next(r for r in history["jobs"] if r["file"] == "crash.gcode")
+    assert last["job_id"] == crashed["id"] and last["reason"] == crashed["reason"]
+    assert last["total_lines"] == crashed["total_lines"] > 0 and last["total_bytes"] == len(big)
     outcomes = {r["file"]: r for r in history["jobs"]}
     assert outcomes["done.gcode"]["outcome"] == "completed"
     assert outcomes["crash.gcode"]["outcome"] == "failed"

@@ -19,6 +19,7 @@ from hydrogen.dispatch import Session
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.files import FileError, FileStore
 from hydrogen.jobs.job import Job, JobError, JobRunner, JobState, check_file
+from hydrogen.jobs.metadata import GcodeMetadata
 from hydrogen.jobs.store import JobRecord, JobStore
 from hydrogen.metrics.jobs import JobCollector
 from hydrogen.printers.manager import PrinterManager
@@ -79,7 +80,38 @@ class JobManager:
                 job_id=record.id,
             )
         for name in self.printers.printers:
+            await self._restore_last_job(name)
             self._publish(name, force=True)
+
+    async def _restore_last_job(self, printer: str) -> None:
+        """After a restart the job panel shows the printer's last job as it ended (a print
+        cut short by a crash included), not ``idle``: whoever walks up to the printer
+        learns what happened without digging in the history."""
+        records = await self.store.history(printer=printer, limit=1)
+        if not records or records[0].outcome == "running":
+            return
+        record = records[0]
+        path, size = self.files.directory, 0
+        with contextlib.suppress(FileError, OSError):  # the file may be gone since
+            path = self.files.path(record.file)
+            size = path.lstat().st_size
+        job = Job(
+            printer=printer,
+            file=record.file,
+            path=path,
+            metadata=GcodeMetadata(gcode_lines=record.total_lines, size_bytes=size),
+            id=record.id,
+            state=JobState(record.outcome),
+            reason=record.reason,
+            lines_sent=record.lines_sent,
+            started_at=record.started_at,
+            ended_at=record.ended_at,
+        )
+        if record.ended_at is not None and record.duration_seconds is not None:
+            job.paused_seconds = max(
+                0.0, record.ended_at - record.started_at - record.duration_seconds
+            )
+        self.last_jobs.setdefault(printer, job)
 
     async def stop(self) -> None:
         runners = list(self.runners.values())
