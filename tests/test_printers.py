@@ -284,6 +284,16 @@ async def test_one_reconnect_request_reopens_a_link_with_auto_reconnect_off(gate
     await ws.close()
 
 
+async def test_a_reconnect_request_while_a_lost_link_winds_down_is_kept(gateway_client):
+    _, client = await gateway_client(printers=(sim_printer(reconnect=False),))
+    printer = client.printers.printers["sim"]
+    await wait_state(printer, PrinterState.READY)
+    printer._lose_link("device error: a glitch")  # what the transport reports on EIO
+    await asyncio.sleep(0)  # the session is in its clean-up, the link loop not yet ended
+    printer.reconnect()  # printer_reconnect, already answered "printer_reconnecting"
+    await wait_state(printer, PrinterState.READY, timeout=15)
+
+
 async def test_a_resend_loop_fails_the_command_instead_of_hanging(sim_gateway):
     _, client, printer, sim = sim_gateway
     ws = await connect(client)

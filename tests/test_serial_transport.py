@@ -8,11 +8,14 @@ pin that down, and that nothing is lost or reordered when the port is full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 import tty
 from collections.abc import Iterator
 
 import pytest
+import serial
 
 from hydrogen.config import PrinterConfig
 from hydrogen.printers.printer import open_serial
@@ -113,8 +116,6 @@ async def test_reads_arrive_and_a_hangup_is_reported():
 
 
 async def test_a_missing_device_raises_a_serial_error():
-    import serial
-
     with pytest.raises(serial.SerialException):
         await open_port("/dev/does-not-exist-hydrogen")
 
@@ -143,3 +144,56 @@ async def test_a_network_serial_url_keeps_pyserials_own_reading():
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _fill_kernel_queue(fd: int) -> None:
+    """Write until the pty's queue stays full, as a printer that stopped reading leaves it."""
+    fails = 0
+    while fails < 20:  # the pty moves data along in the background: fill until it stays full
+        try:
+            os.write(fd, b"x" * 64)
+            fails = 0
+        except BlockingIOError:
+            fails += 1
+            time.sleep(0.005)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(fd, b"x")
+
+
+async def test_a_write_into_a_full_port_never_blocks_the_loop(pty_pair):
+    master, path = pty_pair
+    transport, _ = await open_port(path)
+    try:
+        _fill_kernel_queue(transport.get_extra_info("serial").fileno())
+        assert transport.get_write_buffer_size() == 0
+        started = time.monotonic()
+        transport.write(b"N1 M105*39\n")  # must be buffered, not retried in a busy loop
+        assert time.monotonic() - started < 0.5
+        assert transport.get_write_buffer_size() == len(b"N1 M105*39\n")
+        received = bytearray()
+        async with asyncio.timeout(10):  # the device reads again: the line follows
+            while not received.endswith(b"N1 M105*39\n"):
+                received += _read_available(master)
+                await asyncio.sleep(0.005)
+    finally:
+        transport.abort()
+
+
+async def test_an_unplug_with_lines_still_buffered_is_reported_without_a_traceback():
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    transport, recorder = await open_port(os.ttyname(slave))
+    for n in range(4000):  # the device stopped reading: the rest waits in the transport
+        transport.write(f"N{n} G1 X{n % 200} Y{n % 150}\n".encode())
+    assert transport.get_write_buffer_size() > 0
+    os.close(master)  # the USB cable is pulled
+    os.close(slave)
+    async with asyncio.timeout(5):
+        error = await recorder.lost
+    assert isinstance(error, serial.SerialException)  # the device error, not a clean close
+    assert reported == []  # nothing for the loop's exception handler to log

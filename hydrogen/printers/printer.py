@@ -77,10 +77,14 @@ class EagerSerialTransport(serial_asyncio.SerialTransport):
     take now is left to the stock buffered path, so ordering and back-pressure are
     unchanged.
 
-    Reads of a plain local port go straight to ``os.read`` on its descriptor: the
-    event loop has just said it is readable, and pyserial's ``read()`` would first
-    ``select()`` it again. Other pyserial URL handlers (``rfc2217://``,
-    ``socket://``) keep pyserial's reading, which they need.
+    Only a plain local port (``/dev/tty...``) takes the fast paths, on its
+    descriptor: ``os.write`` (pyserial's own ``write()`` retries ``EAGAIN`` in a busy
+    loop, which would freeze the event loop while a stalled port is full) and
+    ``os.read`` (pyserial's ``read()`` would ``select()`` again what the event loop
+    just reported readable). Other pyserial URL handlers (``rfc2217://``,
+    ``socket://``) keep the stock paths, which they need. A read or write error
+    aborts the transport at once: the device is gone, nothing is worth flushing,
+    and the error (not a clean close) reaches the protocol.
     """
 
     def __init__(
@@ -90,19 +94,27 @@ class EagerSerialTransport(serial_asyncio.SerialTransport):
         self._fd: int | None = port.fileno() if type(port) is serial.Serial else None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self.get_write_buffer_size():
+        if self._fd is None or self._closing or self.get_write_buffer_size():
             super().write(data)
             return
         try:
-            written = self._serial.write(data)
+            written = os.write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             written = 0
-        except serial.SerialException as exc:
-            # An unplugged printer is normal life: close quietly, the link reports why.
-            self._abort(exc)
+        except OSError as exc:
+            # An unplugged printer is normal life: no traceback, the link reports why.
+            self._abort(serial.SerialException(f"write failed: {exc}"))
             return
         if written < len(data):
             super().write(bytes(data[written:]))
+
+    def _fatal_error(self, exc: BaseException, message: str = "") -> None:
+        """The stock buffered write path reports a vanished device to the loop's
+        exception handler (a logged traceback); for a printer that is normal life."""
+        if isinstance(exc, serial.SerialException | OSError):
+            self._abort(exc)
+        else:
+            super()._fatal_error(exc, message)
 
     def _read_ready(self) -> None:
         if self._fd is None:
@@ -113,13 +125,13 @@ class EagerSerialTransport(serial_asyncio.SerialTransport):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._close(exc=serial.SerialException(f"read failed: {exc}"))
+            self._abort(serial.SerialException(f"read failed: {exc}"))
             return
         if data:
             self._protocol.data_received(data)
         else:
             # what pyserial says too: EOF on a tty that polled readable
-            self._close(exc=serial.SerialException("device disconnected (read returned no data)"))
+            self._abort(serial.SerialException("device disconnected (read returned no data)"))
 
 
 async def open_serial(config: PrinterConfig, protocol: asyncio.Protocol) -> asyncio.WriteTransport:
@@ -227,8 +239,11 @@ class Printer:
 
     def reconnect(self) -> None:
         """Drop the link and open it again now (after a halt, or to retry at once)."""
-        if self._link_lost is not None and not self._link_lost.done():
+        if self._task is not None and not self._task.done() and not self._stopping:
+            # also while a lost session is still winding down: the loop must go round
+            # again even with auto-reconnect off
             self._reconnect_requested = True
+        if self._link_lost is not None and not self._link_lost.done():
             self._link_lost.set_result("reconnect requested")
         self._reconnect_now.set()
         if self._task is not None and self._task.done() and not self._stopping:
@@ -318,17 +333,20 @@ class Printer:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         finally:
+            # Deaf first: an ok read while this session winds down must not feed a job
+            # or a handshake of a link that is already over.
+            self._link_protocol_in_use = None
             for task in (ticker, poller):
                 if task is not None:
                     task.cancel()
             await asyncio.gather(ticker, *([poller] if poller else []), return_exceptions=True)
             self._fail_outstanding("link closed")
-            # Detach first: nothing the closing transport still delivers reaches this
-            # session's protocol state or the next session's.
             self._proto = None
             self._transport = None
+            # abort, not close: stale lines still buffered must not trickle into the
+            # device under the next session, and a graceful close would tcdrain().
             with contextlib.suppress(Exception):
-                transport.close()
+                transport.abort()
             self.stats.connected_since = None
 
     async def _wait_either(self, awaitable: Awaitable[Any]) -> None:
