@@ -199,6 +199,59 @@ async def test_interrupted_upload_leaves_no_partial_file(job_gateway, tmp_path):
     assert (await (await client.get("/api/files", headers=MONITOR)).json())["files"] == []
 
 
+async def test_an_upload_cut_off_after_the_file_part_keeps_nothing(job_gateway, tmp_path):
+    """Cura sends form fields after the file: a drop there must not leave the file."""
+    _, client, _, _ = job_gateway
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="late.gcode"'
+        f"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode() + b"G1 X1\n" * 200_000
+    body += f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="print"\r\n\r\nfa'.encode()
+    request = (
+        f"POST /api/files/local HTTP/1.1\r\nHost: x\r\nX-Api-Key: {CONTROL_KEY}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body) + 500}\r\n\r\n"
+    ).encode()
+    _, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request + body)  # the whole file part, then the connection drops
+    await writer.drain()
+    await asyncio.sleep(1.0)
+    writer.close()
+    for _ in range(60):
+        leftovers = [p for p in os.listdir(tmp_path / "files") if p != ".meta"]
+        if not leftovers:
+            break
+        await asyncio.sleep(0.05)
+    assert leftovers == []
+    assert (await (await client.get("/api/files", headers=MONITOR)).json())["files"] == []
+
+
+async def test_a_file_that_is_printing_or_queued_cannot_be_replaced_or_deleted(job_gateway):
+    _, client, _, sim = job_gateway
+    sim.time_scale = 1.0
+    slow, _ = gcode_file(200)
+    await upload(client, "slow.gcode", b"G4 P500\n" * 40 + slow)
+    await upload(client, "next.gcode", slow)
+    for file in ("slow.gcode", "next.gcode"):
+        response = await client.post(
+            "/api/printers/sim/job", json={"action": "start", "file": file}, headers=CONTROL
+        )
+        assert response.status in (200, 201), await response.text()
+    for file, why in (("slow.gcode", "is printing on sim"), ("next.gcode", "is queued on sim")):
+        response = await upload(client, file, b"G28\n")
+        assert response.status == 409, await response.text()
+        assert why in (await response.json())["error"]["message"]
+        response = await client.delete(f"/api/files/{file}", headers=CONTROL)
+        assert response.status == 409
+    listed = {
+        f["name"]: f
+        for f in (await (await client.get("/api/files", headers=MONITOR)).json())["files"]
+    }
+    assert listed["next.gcode"]["size_bytes"] == len(slow)  # the queued job's file is intact
+    await client.post("/api/printers/sim/job", json={"action": "cancel"}, headers=CONTROL)
+
+
 # -- jobs -----------------------------------------------------------------------------------
 
 

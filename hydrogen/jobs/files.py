@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -96,8 +96,18 @@ class FileStore:
     def path(self, name: str) -> Path:
         return self.directory / check_name(name)
 
-    async def save(self, name: str, chunks: AsyncIterator[bytes]) -> StoredFile:
-        """Stream an upload to disk; only a complete, in-limit upload appears."""
+    async def save(
+        self,
+        name: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        may_replace: Callable[[str], str | None] | None = None,
+    ) -> StoredFile:
+        """Stream an upload to disk; only a complete, in-limit upload appears.
+
+        ``may_replace(name)`` returns why the name must not be replaced now (a job
+        prints or waits for that file), or None; the upload is then refused (409).
+        """
         name = check_name(name)
         part = self.directory / f"{_PART_PREFIX}{secrets.token_hex(8)}"
         size = 0
@@ -118,6 +128,11 @@ class FileStore:
             if size == 0:
                 raise FileError(400, "the uploaded file is empty")
             metadata = await asyncio.to_thread(scan_gcode, part)
+            # Checked here, with no await before the replace: a job that started or
+            # was queued during the upload is seen.
+            busy = None if may_replace is None else may_replace(name)
+            if busy is not None:
+                raise FileError(409, busy, name=name)
             os.replace(part, self.directory / name)
         except BaseException:
             with contextlib.suppress(OSError):

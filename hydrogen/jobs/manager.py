@@ -127,6 +127,17 @@ class JobManager:
         await self.store.close()
 
     # -- operations shared by WebSocket and HTTP ------------------------------------------
+    def file_in_use(self, name: str) -> str | None:
+        """Why ``name`` must not be replaced or deleted now: a job prints it or waits for
+        it (a queued job prints what is on disk when its turn comes), or None."""
+        for printer, runner in self.runners.items():
+            if runner.job.file == name and not runner.job.state.finished:
+                return f"{name} is printing on {printer}"
+        for printer, queue in self.queues.items():
+            if any(job.file == name for job in queue):
+                return f"{name} is queued on {printer}"
+        return None
+
     async def start_job(self, printer_name: str, file: str) -> Job:
         printer = self.printers.get(printer_name)
         stored = await self.files.get(file)

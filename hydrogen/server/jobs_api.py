@@ -61,17 +61,23 @@ async def _receive_upload(request: web.Request) -> tuple[Any, dict[str, str]]:
     saved: list[str] = []
     try:
         return await _read_parts(request, saved)
-    except (HttpProcessingError, ValueError, AssertionError) as exc:
-        # The file part may already be stored when the framing breaks after it: a 400
-        # must leave nothing behind.
+    except BaseException as exc:
+        # The file part may already be stored when the body breaks after it (bad framing,
+        # or the client gone while sending the fields that follow): a failed upload
+        # leaves nothing behind.
         for name in saved:
-            with contextlib.suppress(FileError):
+            with contextlib.suppress(FileError, OSError):
                 await manager.files.delete(name)
-        # Hostile or broken framing (bad part headers, NUL bytes): a client error.
-        message = getattr(exc, "message", None) or str(exc)
-        raise FileError(
-            400, "malformed multipart body", reason=str(message).splitlines()[0][:120]
-        ) from None
+        if isinstance(exc, HttpProcessingError | ValueError | AssertionError):
+            # Hostile or broken framing (bad part headers, NUL bytes): a client error.
+            message = getattr(exc, "message", None) or str(exc)
+            raise FileError(
+                400, "malformed multipart body", reason=str(message).splitlines()[0][:120]
+            ) from None
+        if isinstance(exc, ConnectionError):
+            # The client went away mid-upload: routine, not a server error.
+            raise FileError(400, "the upload was interrupted") from None
+        raise
 
 
 async def _read_parts(request: web.Request, saved: list[str]) -> tuple[Any, dict[str, str]]:
@@ -85,7 +91,9 @@ async def _read_parts(request: web.Request, saved: list[str]) -> tuple[Any, dict
         if part.name == "file":
             if stored is not None:
                 raise FileError(400, "one file per upload")
-            stored = await manager.files.save(part.filename or "", _chunks(part))
+            stored = await manager.files.save(
+                part.filename or "", _chunks(part), may_replace=manager.file_in_use
+            )
             saved.append(stored.name)
         elif part.name and len(fields) < 16:
             fields[part.name] = (await part.read_chunk(1024)).decode("utf-8", "replace").strip()
@@ -198,11 +206,9 @@ async def delete_file(request: web.Request) -> web.Response:
     auth.require(request, Role.CONTROL)
     manager = request.app[JOBS]
     name = request.match_info["name"]
-    busy = [r.job.printer for r in manager.runners.values() if r.job.file == name]
-    if busy:
-        return json_error(
-            409, ErrorCode.CONFLICT, f"{name} is printing on {busy[0]}", {"printer": busy[0]}
-        )
+    busy = manager.file_in_use(name)
+    if busy is not None:
+        return json_error(409, ErrorCode.CONFLICT, busy, {"name": name})
     try:
         await manager.files.delete(name)
     except FileError as exc:
