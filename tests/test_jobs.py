@@ -501,3 +501,23 @@ def test_an_unsendable_line_is_named_by_its_line_number_in_the_file(tmp_path):
     assert problem is not None and problem.startswith("line 5 ('G1 X10 Y1"), problem
     path.write_text("G28\nG1 X1\n")
     assert check_file(path) is None
+
+
+async def test_temperatures_keep_coming_during_a_job_on_firmware_without_autoreport(job_gateway):
+    _, client, printer, sim = job_gateway
+    sim.autoreport_supported = False
+    printer.reconnect()  # handshake again: M115 now says AUTOREPORT_TEMP:0
+    await wait_state(printer, PrinterState.CONNECTING, PrinterState.DISCONNECTED)
+    await wait_state(printer, PrinterState.READY, timeout=15)
+    assert not printer.firmware.capabilities.get("AUTOREPORT_TEMP")
+    sim.time_scale = 1.0
+    await upload(client, "dwell.gcode", b"G4 P20\n" * 300)  # about 6 s of printing
+    await client.jobs.start_job("sim", "dwell.gcode")
+    async with asyncio.timeout(3):
+        while printer.temperatures_at is None:
+            await asyncio.sleep(0.05)
+    first = printer.temperatures_at
+    await asyncio.sleep(2.5)
+    assert client.jobs.last_jobs["sim"].state.value == "printing"
+    assert printer.temperatures_at - first >= 1.5  # polled with M105 while the job streams
+    client.jobs.cancel("sim")

@@ -207,6 +207,7 @@ class Printer:
         self._stopping = False
         self._banner_seen: asyncio.Event = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._poll_pending = False
         self._link_protocol_in_use: _LinkProtocol | None = None
         #: Listeners for host action commands and firmware resets (the job layer).
         self.action_listeners: list[Callable[[str, str], None]] = []
@@ -317,6 +318,7 @@ class Printer:
         self._banner_seen.clear()
         self._outstanding_long = 0
         self._poller = None
+        self._poll_pending = False
         self.stats.connected_since = time.time()
         ticker = asyncio.create_task(self._tick(), name=f"printer-{self.name}-tick")
         poller: asyncio.Task[None] | None = None
@@ -403,10 +405,18 @@ class Printer:
         return poller
 
     async def _poll_temperatures(self, interval: float) -> None:
+        """``M105`` every interval for firmware without autoreport, also during a job
+        (it goes out after the few job lines queued ahead of it); never more than one
+        outstanding, so a firmware stuck in a long command does not collect a pile."""
         while True:
             await asyncio.sleep(interval)
-            if self._proto is not None and self._proto.queued == 0:
-                self._send_internal("M105")
+            if self._proto is not None and not self._poll_pending:
+                self._poll_pending = True
+                self._proto.send("M105", tag=self._poll_answered)
+                self._flush()
+
+    def _poll_answered(self, _result: object) -> None:
+        self._poll_pending = False
 
     def _link_protocol(self) -> _LinkProtocol:
         """The transport's protocol for one session. Only the newest one is listened
