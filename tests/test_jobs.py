@@ -521,3 +521,30 @@ async def test_temperatures_keep_coming_during_a_job_on_firmware_without_autorep
     assert client.jobs.last_jobs["sim"].state.value == "printing"
     assert printer.temperatures_at - first >= 1.5  # polled with M105 while the job streams
     client.jobs.cancel("sim")
+
+
+@pytest.mark.parametrize("file_has_m73", [False, True])
+async def test_m73_progress_does_not_fight_the_files_own(gateway_client, file_has_m73):
+    _, client = await gateway_client(printers=(sim_printer(),), jobs=JobsConfig(m73_progress=True))
+    printer = client.printers.printers["sim"]
+    sim = client.printers.simulators["sim"]
+    await wait_state(printer, PrinterState.READY)
+    body = []
+    for i in range(200):
+        if file_has_m73 and i % 50 == 0:
+            body.append(f"M73 P{i // 2} R{(200 - i) // 10}")  # what PrusaSlicer writes
+        body.append(f"G1 X{i % 100} Y{i % 50}")
+    await upload(client, "m73.gcode", ("\n".join(body) + "\n").encode())
+    sim.reset_digest()
+    await client.jobs.start_job("sim", "m73.gcode")
+    async with asyncio.timeout(30):
+        while client.jobs.last_jobs["sim"].state.value != "completed":
+            await asyncio.sleep(0.05)
+    m73 = [c for c in sim.recent_commands if c.startswith("M73")]
+    if file_has_m73:
+        own = [c for c in body if c.startswith("M73")]
+        # the file's own lines, in order, and at most the gateway's first "M73 P0"
+        assert [c for c in m73 if c in own] == own
+        assert len(m73) - len(own) <= 1 and all(c.startswith("M73 P0") for c in m73 if c not in own)
+    else:
+        assert m73[-1] == "M73 P100 R0" and len(m73) >= 10

@@ -198,6 +198,9 @@ class JobRunner:
         self._pending: deque[asyncio.Future[tuple[str, ...]]] = deque()
         self._depth = printer.config.window + 2
         self._last_m73: int | None = None
+        #: The file sets the display's progress itself (PrusaSlicer, OrcaSlicer, ...):
+        #: ours would fight it.
+        self._file_has_m73 = False
         self.task: asyncio.Task[None] | None = None
 
     # -- control ------------------------------------------------------------------------
@@ -279,7 +282,7 @@ class JobRunner:
                 await self._script(self._config.cancel_script, "cancel")
                 self._finish(JobState.CANCELLED, "cancelled by request")
             else:
-                if self._config.m73_progress:
+                if self._config.m73_progress and not self._file_has_m73:
                     self._send_m73(100, 0)
                 self._finish(JobState.COMPLETED, None)
         except (CommandFailed, PrinterUnavailable, ValueError, OSError) as exc:
@@ -308,6 +311,8 @@ class JobRunner:
                 except ValueError as exc:
                     raise ValueError(f"line {lineno} of {job.file}: {exc}") from None
                 if line is not None:
+                    if line[:3] == "M73" and not line[3:4].isdigit():
+                        self._file_has_m73 = True
                     await self._send(line)
                 job.lines_sent += 1
                 job.bytes_sent = offset
@@ -352,6 +357,8 @@ class JobRunner:
             log.warning("job %s: %s script failed: %s", self.job.id, what, exc)
 
     def _maybe_m73(self) -> None:
+        if self._file_has_m73:
+            return
         percent = int(self.job.progress * 100)
         if percent != self._last_m73 and percent < 100:
             eta = self.job.eta()
