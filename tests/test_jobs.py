@@ -548,3 +548,28 @@ async def test_m73_progress_does_not_fight_the_files_own(gateway_client, file_ha
         assert len(m73) - len(own) <= 1 and all(c.startswith("M73 P0") for c in m73 if c not in own)
     else:
         assert m73[-1] == "M73 P100 R0" and len(m73) >= 10
+
+
+async def test_the_printer_can_pause_and_cancel_the_job_from_its_own_screen(job_gateway):
+    """Marlin sends //action:pause and //action:cancel (M118 A1 action:... here) when
+    the user pauses or stops on the printer itself; the host must act on them."""
+    _, client, _, sim = job_gateway
+    sim.time_scale = 1.0
+    body = b"G4 P10\n" * 20 + b"M118 A1 action:pause\n" + b"G4 P10\n" * 200
+    body += b"M118 A1 action:cancel\n" + b"G1 X1\n" * 2000
+    await upload(client, "screen.gcode", body)
+    ws = await connect(client)
+    await receive_json(ws)
+    await subscribe(ws, "notifications")
+    await client.jobs.start_job("sim", "screen.gcode")
+    note = await receive_until(ws, lambda f: f.get("event") == "job_pause_requested", timeout=20)
+    assert note["details"]["file"] == "screen.gcode"
+    async with asyncio.timeout(10):
+        while client.jobs.last_jobs["sim"].state.value != "paused":
+            await asyncio.sleep(0.05)
+    await client.jobs.runner("sim").resume()
+    await receive_until(ws, lambda f: f.get("event") == "job_cancel_requested", timeout=20)
+    done = await receive_until(ws, lambda f: f.get("event") in ("job_cancelled", "job_completed"))
+    assert done["event"] == "job_cancelled"
+    assert client.jobs.last_jobs["sim"].lines_sent < 2000  # the rest of the file never went
+    await ws.close()

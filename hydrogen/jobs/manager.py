@@ -54,6 +54,7 @@ class JobManager:
         for printer in printers.printers.values():
             printer.state_listeners.append(self._printer_state_listener(printer))
             printer.reset_listeners.append(self._printer_reset_listener(printer))
+            printer.action_listeners.append(self._printer_action_listener(printer))
         gateway.add_service(self)
         gateway.metric_collectors.append(JobCollector(self))
         gateway.add_status_contributor(self._summary)
@@ -268,6 +269,37 @@ class JobManager:
             runner = self.runners.get(printer.name)
             if runner is not None:
                 runner.fail(reason)
+
+        return listener
+
+    def _printer_action_listener(self, printer: Printer) -> Any:
+        """``//action:pause|resume|cancel`` from the firmware (its own screen, a runout
+        sensor with host handling) acts on the running job as a client request would."""
+
+        async def act(runner: JobRunner, action: str) -> None:
+            try:
+                if action == "pause":
+                    await runner.pause()
+                elif action == "resume":
+                    await runner.resume()
+                else:
+                    runner.cancel()
+            except JobError as exc:
+                log.info("printer %s asked to %s the job: %s", printer.name, action, exc)
+                return
+            self.gateway.notify(
+                "warning" if action != "resume" else "info",
+                f"job_{action}_requested",
+                f"{printer.name}: the printer asked to {action} the job ({runner.job.file})",
+                printer=printer.name,
+                job_id=runner.job.id,
+                file=runner.job.file,
+            )
+
+        def listener(action: str, _argument: str) -> None:
+            runner = self.runners.get(printer.name)
+            if runner is not None and action in ("pause", "resume", "cancel"):
+                self._spawn(act(runner, action))
 
         return listener
 
