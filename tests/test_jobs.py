@@ -573,3 +573,23 @@ async def test_the_printer_can_pause_and_cancel_the_job_from_its_own_screen(job_
     assert done["event"] == "job_cancelled"
     assert client.jobs.last_jobs["sim"].lines_sent < 2000  # the rest of the file never went
     await ws.close()
+
+
+async def test_cancel_sends_no_more_lines_of_the_file(job_gateway):
+    """Lines read ahead behind a long command (a dwell here; a heat-up in real life)
+    are taken back on cancel: after the command in flight, only the cancel script."""
+    _, client, _, sim = job_gateway
+    sim.time_scale = 1.0
+    body = b"G28\nG4 S2\n" + b"".join(f"G1 X{i} Y{i}\n".encode() for i in range(1, 50))
+    await upload(client, "dwell.gcode", body)
+    await client.jobs.start_job("sim", "dwell.gcode")
+    async with asyncio.timeout(10):
+        while "G4 S2" not in sim.recent_commands:
+            await asyncio.sleep(0.02)
+    client.jobs.cancel("sim")
+    async with asyncio.timeout(15):
+        while client.jobs.last_jobs["sim"].state.value != "cancelled":
+            await asyncio.sleep(0.05)
+    after = sim.recent_commands[sim.recent_commands.index("G4 S2") + 1 :]
+    assert after == ["M104 S0", "M140 S0", "M107", "M84"], after
+    assert client.jobs.last_jobs["sim"].lines_sent == 2  # G28 and G4, nothing read ahead

@@ -196,6 +196,8 @@ class JobRunner:
         self._cancel = False
         self._failure: str | None = None
         self._pending: deque[asyncio.Future[tuple[str, ...]]] = deque()
+        #: each pending line's protocol tag, to withdraw the read-ahead on cancel
+        self._tags: dict[asyncio.Future[tuple[str, ...]], Callable[[Any], None]] = {}
         self._depth = printer.config.window + 2
         self._last_m73: int | None = None
         #: The file sets the display's progress itself (PrusaSlicer, OrcaSlicer, ...):
@@ -255,6 +257,12 @@ class JobRunner:
             raise JobError(f"the job already {self.job.state.value}")
         self._cancel = True
         self._running.set()
+        # The lines read ahead but not yet written must not reach the printer after
+        # a cancel: take them back (only what the firmware already has is waited for).
+        by_tag = {self._tags[f]: f for f in self._pending if not f.done() and f in self._tags}
+        for tag in self.printer.withdraw(list(by_tag)):
+            by_tag[tag].set_result(())
+            self.job.lines_sent -= 1
 
     def fail(self, reason: str) -> None:
         """The printer halted, reset or vanished: stop at once with this reason."""
@@ -313,7 +321,8 @@ class JobRunner:
                 if line is not None:
                     if line[:3] == "M73" and not line[3:4].isdigit():
                         self._file_has_m73 = True
-                    await self._send(line)
+                    if not await self._send(line):
+                        return
                 job.lines_sent += 1
                 job.bytes_sent = offset
                 if self._config.m73_progress:
@@ -328,12 +337,19 @@ class JobRunner:
         finally:
             self._parked.clear()
 
-    async def _send(self, line: str) -> None:
+    async def _send(self, line: str) -> bool:
+        """Hand one line to the printer once there is room; False if the job was
+        cancelled or failed while waiting for it (the line is not sent)."""
         while len(self._pending) >= self._depth:
             await self._settle_oldest()
+        if self._cancel or self._failure:
+            return False
         future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
-        self.printer.send_line(line, future_tag(future))
+        tag = future_tag(future)
+        self.printer.send_line(line, tag)
+        self._tags[future] = tag
         self._pending.append(future)
+        return True
 
     async def _settle_oldest(self) -> None:
         future = self._pending[0]
@@ -341,6 +357,7 @@ class JobRunner:
             await future
         finally:
             self._pending.popleft()
+            self._tags.pop(future, None)
         self._on_change(self.job)
 
     async def _drain(self) -> None:

@@ -106,7 +106,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 from operator import xor
@@ -544,6 +544,16 @@ class MarlinProtocol:
         self._emergency = True
         self._halted = True
         return self._drop_all()
+
+    def withdraw(self, tags: Collection[object]) -> list[object]:
+        """Take back the queued, not yet written lines carrying one of ``tags`` (a
+        cancelled job's read-ahead); return the tags withdrawn. Lines already written
+        stay: the firmware has them."""
+        wanted = set(tags)
+        taken = [line for line in self._queue if line.origin == "user" and line.tag in wanted]
+        if taken:
+            self._queue = deque(line for line in self._queue if line not in taken)
+        return [line.tag for line in taken]
 
     def cancel_pending(
         self, reason: str = "cancelled", *, include_in_flight: bool = False

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -737,6 +737,10 @@ class Printer:
         self._outstanding_long = max(0, self._outstanding_long - 1)
         if self._outstanding_long == 0 and self.state is PrinterState.BUSY:
             self._set_state(PrinterState.READY, None)
+
+    def withdraw(self, tags: Collection[object]) -> list[object]:
+        """Take back queued lines not yet written (see ``MarlinProtocol.withdraw``)."""
+        return [] if self._proto is None else self._proto.withdraw(tags)
 
     def emergency_stop(self) -> None:
         """``M112`` ahead of everything queued; the printer halts and needs a reconnect."""
