@@ -174,6 +174,17 @@ async def test_too_large_upload_is_refused_and_leaves_nothing(job_gateway, tmp_p
     assert sorted(os.listdir(tmp_path / "files")) == [".meta"]
 
 
+async def assert_no_files_left(client, tmp_path) -> None:
+    """Within 3 s nothing is stored (no partial or half-received file), nor listed."""
+    for _ in range(60):
+        leftovers = [p for p in os.listdir(tmp_path / "files") if p != ".meta"]
+        if not leftovers:
+            break
+        await asyncio.sleep(0.05)
+    assert leftovers == []
+    assert (await (await client.get("/api/files", headers=MONITOR)).json())["files"] == []
+
+
 async def test_interrupted_upload_leaves_no_partial_file(job_gateway, tmp_path):
     _, client, _, _ = job_gateway
     boundary = "XyZ"
@@ -190,13 +201,7 @@ async def test_interrupted_upload_leaves_no_partial_file(job_gateway, tmp_path):
     await writer.drain()
     await asyncio.sleep(0.3)
     writer.transport.abort()  # the slicer's connection drops mid-upload
-    for _ in range(50):
-        leftovers = [p for p in os.listdir(tmp_path / "files") if p != ".meta"]
-        if not leftovers:
-            break
-        await asyncio.sleep(0.05)
-    assert leftovers == []
-    assert (await (await client.get("/api/files", headers=MONITOR)).json())["files"] == []
+    await assert_no_files_left(client, tmp_path)
 
 
 async def test_an_upload_cut_off_after_the_file_part_keeps_nothing(job_gateway, tmp_path):
@@ -218,13 +223,7 @@ async def test_an_upload_cut_off_after_the_file_part_keeps_nothing(job_gateway, 
     await writer.drain()
     await asyncio.sleep(1.0)
     writer.close()
-    for _ in range(60):
-        leftovers = [p for p in os.listdir(tmp_path / "files") if p != ".meta"]
-        if not leftovers:
-            break
-        await asyncio.sleep(0.05)
-    assert leftovers == []
-    assert (await (await client.get("/api/files", headers=MONITOR)).json())["files"] == []
+    await assert_no_files_left(client, tmp_path)
 
 
 async def test_a_file_that_is_printing_or_queued_cannot_be_replaced_or_deleted(job_gateway):
