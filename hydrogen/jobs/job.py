@@ -195,9 +195,10 @@ class JobRunner:
         self._control = asyncio.Lock()
         self._cancel = False
         self._failure: str | None = None
-        self._pending: deque[asyncio.Future[tuple[str, ...]]] = deque()
-        #: each pending line's protocol tag, to withdraw the read-ahead on cancel
-        self._tags: dict[asyncio.Future[tuple[str, ...]], Callable[[Any], None]] = {}
+        #: lines handed to the printer, oldest first: each one's future and its protocol
+        #: tag (the tag withdraws the read-ahead on cancel)
+        self._pending: deque[tuple[asyncio.Future[tuple[str, ...]], Callable[[Any], None]]]
+        self._pending = deque()
         self._depth = printer.config.window + 2
         self._last_m73: int | None = None
         #: The file sets the display's progress itself (PrusaSlicer, OrcaSlicer, ...):
@@ -259,7 +260,7 @@ class JobRunner:
         self._running.set()
         # The lines read ahead but not yet written must not reach the printer after
         # a cancel: take them back (only what the firmware already has is waited for).
-        by_tag = {self._tags[f]: f for f in self._pending if not f.done() and f in self._tags}
+        by_tag = {tag: future for future, tag in self._pending if not future.done()}
         for tag in self.printer.withdraw(list(by_tag)):
             by_tag[tag].set_result(())
             self.job.lines_sent -= 1
@@ -270,7 +271,7 @@ class JobRunner:
             return
         self._failure = reason
         self._running.set()
-        for future in self._pending:
+        for future, _ in self._pending:
             if not future.done():
                 future.set_exception(CommandFailed(reason))
 
@@ -347,17 +348,15 @@ class JobRunner:
         future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
         tag = future_tag(future)
         self.printer.send_line(line, tag)
-        self._tags[future] = tag
-        self._pending.append(future)
+        self._pending.append((future, tag))
         return True
 
     async def _settle_oldest(self) -> None:
-        future = self._pending[0]
+        future, _ = self._pending[0]
         try:
             await future
         finally:
             self._pending.popleft()
-            self._tags.pop(future, None)
         self._on_change(self.job)
 
     async def _drain(self) -> None:

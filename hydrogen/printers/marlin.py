@@ -550,10 +550,15 @@ class MarlinProtocol:
         cancelled job's read-ahead); return the tags withdrawn. Lines already written
         stay: the firmware has them."""
         wanted = set(tags)
-        taken = [line for line in self._queue if line.origin == "user" and line.tag in wanted]
-        if taken:
-            self._queue = deque(line for line in self._queue if line not in taken)
-        return [line.tag for line in taken]
+        kept: deque[_Line] = deque()
+        taken: list[object] = []
+        for line in self._queue:
+            if line.origin == "user" and line.tag in wanted:
+                taken.append(line.tag)
+            else:
+                kept.append(line)
+        self._queue = kept
+        return taken
 
     def cancel_pending(
         self, reason: str = "cancelled", *, include_in_flight: bool = False

@@ -412,8 +412,7 @@ class Printer:
             await asyncio.sleep(interval)
             if self._proto is not None and not self._poll_pending:
                 self._poll_pending = True
-                self._proto.send("M105", tag=self._poll_answered)
-                self._flush()
+                self._send_internal("M105", tag=self._poll_answered)
 
     def _poll_answered(self, _result: object) -> None:
         self._poll_pending = False
@@ -681,11 +680,12 @@ class Printer:
     def accepts_commands(self) -> bool:
         return self.state in (PrinterState.READY, PrinterState.BUSY) and self._proto is not None
 
-    def _send_internal(self, line: str) -> None:
-        """A line the gateway itself sends (temperature polling, autoreport setup)."""
+    def _send_internal(self, line: str, tag: Callable[[object], None] | None = None) -> None:
+        """A line the gateway itself sends (temperature polling, autoreport setup);
+        ``tag`` hears its ``ok`` (or the failure) when the caller needs to."""
         if self._proto is None:
             return
-        self._proto.send(line, tag=None)
+        self._proto.send(line, tag=tag)
         self._flush()
 
     def send_line(self, line: str, tag: Any) -> None:
