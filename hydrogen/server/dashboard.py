@@ -229,9 +229,28 @@ def _record_failure(request: web.Request) -> None:
     failures[ip] = (start, count + 1)
 
 
+#: Why a sign-in or sign-out needs the gateway's own Origin (or Referer). Browsers send
+#: Origin with every POST, so a real browser only meets this from a foreign page (a
+#: cross-site request forgery, which cannot read the answer) or through a proxy that
+#: changes Host: the JSON error's ``expected`` and ``hint`` are for its administrator.
+_ORIGIN_HINT = (
+    "sign in from this gateway's own page; behind a proxy, add the origin the browser"
+    " uses to server.allowed_origins"
+)
+
+
+def _foreign_form(request: web.Request, action: str) -> web.Response:
+    return session.origin_refused(
+        request,
+        f"this {action} did not come from the gateway's own page (Origin or Referer);"
+        " refused to protect against cross-site request forgery",
+        _ORIGIN_HINT,
+    )
+
+
 async def sign_in(request: web.Request) -> web.StreamResponse:
     if not session.origin_allowed(request, allow_referer=True):
-        return _login_error(request, 403, "This sign-in did not come from this gateway's own page.")
+        return _foreign_form(request, "sign-in")
     if _signin_blocked(request):
         response = _login_error(request, 429, "Too many failed attempts. Wait a minute.")
         response.headers["Retry-After"] = str(int(SIGNIN_WINDOW))
@@ -263,7 +282,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
     if not session.origin_allowed(request, allow_referer=True):
-        return _login_error(request, 403, "This sign-out did not come from this gateway's page.")
+        return _foreign_form(request, "sign-out")
     response = _redirect("/login")
     response.del_cookie(
         session.COOKIE_NAME,

@@ -254,15 +254,20 @@ def origin_allowed(request: web.Request, *, allow_referer: bool = False) -> bool
     return any(origin == _origin_tuple(entry) for entry in allowed)
 
 
-def origin_refused(request: web.Request) -> web.Response:
-    """HTTP 403 for a cookie-authenticated request from a foreign (or no) origin."""
+def origin_refused(
+    request: web.Request,
+    message: str = "this request came from another origin; the session cookie is not accepted",
+    hint: str = "add the origin to server.allowed_origins, or authenticate with a key",
+) -> web.Response:
+    """HTTP 403 for a cookie-authenticated request (or a sign-in) from a foreign (or no)
+    origin: the protection against cross-site request forgery."""
     return json_error(
         403,
         ErrorCode.FORBIDDEN,
-        "this request came from another origin; the session cookie is not accepted",
+        message,
         {
             "origin": (request.headers.get("Origin") or "")[:200] or None,
             "expected": own_origin(request),
-            "hint": "add the origin to server.allowed_origins, or authenticate with a key",
+            "hint": hint,
         },
     )
