@@ -25,6 +25,11 @@ PROTOCOL_VERSION = 1
 MAX_ID_LENGTH = 128
 MAX_TOPIC_LENGTH = 256
 MAX_TOPICS_PER_REQUEST = 64
+#: Arrays and objects nested deeper than this (the frame's own object is level 1) make
+#: a frame invalid. Code after the parser (handlers, the reply encoder, logging)
+#: recurses on nesting, and about a thousand levels hit the interpreter's recursion
+#: limit there; no request needs more than a few.
+MAX_NESTING_DEPTH = 32
 
 _TOPIC_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -188,14 +193,55 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests arrays and objects more than ``limit`` levels deep.
+
+    Iterative, and it stops at the first container past the limit, so a hostile
+    frame costs no more than walking its first ``limit + 1`` levels.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.INVALID_MESSAGE,
+        "frame is not valid JSON",
+        {"reason": f"nested deeper than {MAX_NESTING_DEPTH} levels"},
+    )
+
+
 def parse(text: str | bytes) -> Request:
-    """Validate one client frame's envelope; per-type members are checked by handlers."""
+    """Validate one client frame's envelope; per-type members are checked by handlers.
+
+    Nesting is bounded here, before any handler sees the frame. The json module's
+    scanner guards its own recursion (RecursionError past about a thousand levels),
+    so the parsed value is walked afterwards; ``object_hook`` cannot help, as it runs
+    bottom-up after the recursion has happened. A frame with fewer brackets than the
+    limit cannot nest past it, which spares ordinary frames the walk.
+    """
     try:
         data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError as exc:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, "frame is not valid JSON", {"reason": str(exc)[:200]}
         ) from None
+    if isinstance(data, dict | list):
+        if isinstance(text, bytes):
+            opened = text.count(b"[") + text.count(b"{")
+        else:
+            opened = text.count("[") + text.count("{")
+        if opened > MAX_NESTING_DEPTH and _nesting_exceeds(data, MAX_NESTING_DEPTH):
+            raise _too_deep()
     if not isinstance(data, dict):
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE,

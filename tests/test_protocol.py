@@ -143,6 +143,35 @@ def test_parse_deep_nesting_is_invalid_message_not_a_crash(opener: str) -> None:
     assert len(exc.details["reason"]) <= 200
 
 
+def _nested(depth: int, opener: str = "[", leaf: str = "", closer: str = "]") -> str:
+    """A ping whose payload nests so that the whole frame is ``depth`` levels deep."""
+    inner = depth - 1
+    return '{"type":"ping","id":1,"payload":' + opener * inner + leaf + closer * inner + "}"
+
+
+@pytest.mark.parametrize(("opener", "leaf", "closer"), [("[", "", "]"), ('{"a":', "0", "}")])
+def test_parse_accepts_nesting_up_to_the_limit(opener: str, leaf: str, closer: str) -> None:
+    req = parse(_nested(protocol.MAX_NESTING_DEPTH, opener, leaf, closer))
+    assert req.type == "ping"
+    assert req.id == 1
+
+
+@pytest.mark.parametrize("depth", [protocol.MAX_NESTING_DEPTH + 1, 100, 970, 5000])
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_parse_refuses_nesting_past_the_limit(depth: int, as_bytes: bool) -> None:
+    text = _nested(depth)
+    exc = parse_error(text.encode() if as_bytes else text)
+    assert exc.code is ErrorCode.INVALID_MESSAGE
+    assert exc.details == {"reason": f"nested deeper than {protocol.MAX_NESTING_DEPTH} levels"}
+    assert exc.request_id is None  # nothing is read from a refused frame
+
+
+def test_parse_nesting_counts_depth_not_brackets() -> None:
+    # Many brackets side by side, and brackets inside strings, are not nesting.
+    wide = {"type": "ping", "payload": [[] for _ in range(1000)], "s": "[[[[" * 100}
+    assert parse(json.dumps(wide)).body["payload"] == [[]] * 1000
+
+
 def test_parse_huge_integer_literal_is_invalid_message() -> None:
     # Python refuses to parse int literals past 4300 digits: still a clean error.
     exc = parse_error('{"type": "ping", "n": ' + "9" * 5000 + "}")
