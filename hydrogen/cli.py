@@ -18,16 +18,20 @@ from typing import Any
 
 from hydrogen import __version__
 from hydrogen.config import (
-    ApiKey,
     Config,
     ConfigError,
+    GeneratedKey,
     PrinterConfig,
+    did_you_mean,
     ensure_generated_key,
     load_config,
     parse_printer_flag,
 )
 
 log = logging.getLogger("hydrogen")
+
+#: The subcommands, in the order ``--help`` lists them.
+COMMANDS = ("serve", "check-config", "simulator")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,7 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
 
-async def serve(config: Config, generated: ApiKey | None = None) -> int:
+async def serve(config: Config, generated: GeneratedKey | None = None) -> int:
     """Run until SIGTERM/SIGINT; graceful shutdown; returns the exit status."""
     from aiohttp import web
 
@@ -202,20 +206,24 @@ def _sockets(site: Any) -> list[socket.socket]:
     return list(getattr(server, "sockets", None) or [])
 
 
-def _announce(config: Config, hosts: list[str], port: int, generated: ApiKey | None) -> None:
-    """Tell a newcomer where to connect and which key to use, without logging the key."""
+def _announce(config: Config, hosts: list[str], port: int, generated: GeneratedKey | None) -> None:
+    """Tell a newcomer where to connect and which key to use, without logging the key.
+
+    "generated" only for a key made on this start: after a restart the operator's
+    key still works, and hearing "generated" would send them to fetch a new one.
+    """
     shown = "localhost" if hosts[0] in ("0.0.0.0", "::") else hosts[0]
     lines = [
         f"Hydrogen {__version__} listening on http://{shown}:{port}/ (bound to {', '.join(hosts)})",
         f"  WebSocket: ws://{shown}:{port}/ with subprotocol 'hydrogen-protocol'",
         f"  Metrics:   http://{shown}:{port}/metrics",
     ]
-    key_file = config.state_dir / "api_key"
     if generated is not None:
+        origin = "generated, kept in" if generated.created else "reused from"
         if sys.stdout.isatty():
-            lines.append(f"  API key:   {generated.key}   (kept in {key_file})")
+            lines.append(f"  API key:   {generated.api_key.key}   ({origin} {generated.path})")
         else:
-            lines.append(f"  API key:   generated, kept in {key_file}")
+            lines.append(f"  API key:   {origin} {generated.path}")
     else:
         lines.append(f"  API keys:  {len(config.keys)} configured")
     print("\n".join(lines), flush=True)
@@ -235,16 +243,46 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
+    """Serve the simulated printer until SIGTERM or Ctrl-C, then exit 0.
+
+    Stopping is how a simulator always ends (systemd, a test harness, a shell), so
+    it is a clean exit that removes the link, not a death by signal (143).
+    """
     from hydrogen.printers.simulator import run_simulator
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_simulator(args.link, seed=args.seed, stop=stop)
 
     print(f"simulated printer on {args.link}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(args.link, seed=args.seed))
+        asyncio.run(run())
     return 0
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """The error for a mistyped command, with the closest one, or None if it is fine.
+
+    argparse (before 3.14) lists every choice but never says which one was meant.
+    The top level has no options that take a value, so the first word that is not
+    an option is the command.
+    """
+    word = next((token for token in argv if not token.startswith("-")), None)
+    if word is None or word in COMMANDS:
+        return None
+    guess = did_you_mean(word, COMMANDS)
+    return f"unknown command {word!r}{guess}; commands: {', '.join(COMMANDS)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    problem = _unknown_command(argv)
+    if problem is not None:
+        parser.error(problem)  # usage and one line on stderr, exit 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
 import re
 import secrets
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "ApiKey",
     "Config",
     "ConfigError",
+    "GeneratedKey",
     "JobsConfig",
     "LimitsConfig",
     "LogConfig",
@@ -36,6 +38,8 @@ __all__ = [
     "ServerConfig",
     "StatusConfig",
     "default_state_dir",
+    "did_you_mean",
+    "ensure_generated_key",
     "load_config",
 ]
 
@@ -271,6 +275,23 @@ def _check(ok: bool, key: str, message: str, value: Any) -> None:
         raise ConfigError(f"{key}: {message} (got {value!r})")
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or "" when none is close.
+
+    A typo in a config file or on the command line is the commonest mistake; naming
+    the intended word saves a trip to the documentation. A unique prefix counts as
+    close (``check`` -> ``check-config``), else difflib's similarity decides.
+    """
+    choices = sorted(set(choices))
+    prefixed = [c for c in choices if word and c.startswith(word)]
+    close = prefixed if len(prefixed) == 1 else difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_key(key: str, name: str, known: Iterable[str]) -> ConfigError:
+    return ConfigError(f"{key}: unknown key{did_you_mean(name, known)}")
+
+
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "limits": LimitsConfig,
@@ -317,7 +338,7 @@ def _build(cls: type, table: Any, path: str, **fixed: Any) -> Any:
     fields = {f.name for f in dataclasses.fields(cls) if f.name not in fixed}
     unknown = sorted(set(table) - fields)
     if unknown:
-        raise ConfigError(f"{path}.{unknown[0]}: unknown key")
+        raise _unknown_key(f"{path}.{unknown[0]}", unknown[0], fields)
     values = {name: _coerce(v, hints[name], f"{path}.{name}") for name, v in table.items()}
     try:
         obj = cls(**fixed, **values)
@@ -374,9 +395,10 @@ def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ApiKey, ...]:
         path = f"keys[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{path}: expected a table")
-        unknown = sorted(set(entry) - {"name", "role", "key", "key_env", "key_file"})
+        known = {"name", "role", "key", "key_env", "key_file"}
+        unknown = sorted(set(entry) - known)
         if unknown:
-            raise ConfigError(f"{path}.{unknown[0]}: unknown key")
+            raise _unknown_key(f"{path}.{unknown[0]}", unknown[0], known)
         name = entry.get("name", f"key{index}")
         if not isinstance(name, str) or not _NAME.match(name) or name in names:
             raise ConfigError(f"{path}.name: must be a unique simple name (got {name!r})")
@@ -469,9 +491,10 @@ def load_config(
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     overrides = dict(overrides or {})
 
-    unknown = sorted(set(data) - set(_SECTIONS) - {"keys", "printers", "state_dir"})
+    top_level = {*_SECTIONS, "keys", "printers", "state_dir"}
+    unknown = sorted(set(data) - top_level)
     if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown key")
+        raise _unknown_key(unknown[0], unknown[0], top_level)
 
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
@@ -513,11 +536,24 @@ def load_config(
     )
 
 
-def ensure_generated_key(config: Config) -> tuple[Config, ApiKey | None]:
+@dataclass(frozen=True)
+class GeneratedKey:
+    """The key a gateway with no configured key uses, and where it came from.
+
+    ``created`` tells a first start (a new key: the operator must go and fetch it)
+    from a restart (the key they already have still works).
+    """
+
+    api_key: ApiKey
+    path: Path
+    created: bool
+
+
+def ensure_generated_key(config: Config) -> tuple[Config, GeneratedKey | None]:
     """With no key configured, use (or create) one kept in the state dir.
 
     The same key survives restarts, so a bookmarked dashboard or a script keeps
-    working. Returns the new config and the generated key (None if keys were
+    working. Returns the new config and the key with its origin (None if keys were
     configured).
     """
     if config.keys:
@@ -529,7 +565,8 @@ def ensure_generated_key(config: Config) -> tuple[Config, ApiKey | None]:
         key = ""
     except OSError as exc:
         raise ConfigError(f"state_dir: cannot read {path}: {exc.strerror}") from None
-    if len(key) >= 8:
+    created = len(key) < 8
+    if not created:
         with contextlib.suppress(OSError):
             path.chmod(0o600)  # a copied-in file may be too open; the key is a secret
     else:
@@ -541,5 +578,5 @@ def ensure_generated_key(config: Config) -> tuple[Config, ApiKey | None]:
                 handle.write(key + "\n")
         except OSError as exc:
             raise ConfigError(f"state_dir: cannot write {path}: {exc.strerror}") from None
-    generated = ApiKey(key, Role.CONTROL, "generated")
-    return dataclasses.replace(config, keys=(generated,)), generated
+    api_key = ApiKey(key, Role.CONTROL, "generated")
+    return dataclasses.replace(config, keys=(api_key,)), GeneratedKey(api_key, path, created)

@@ -72,6 +72,7 @@ async def test_serve_with_no_config_generates_a_key_that_survives_restart(tmp_pa
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         key = key_file.read_text().strip()
         assert key not in gw.banner  # not a terminal: the key itself is not printed
+        assert f"API key:   generated, kept in {key_file}" in gw.banner, gw.banner
         assert (await _status_via(gw.port, key))["type"] == "status"
     finally:
         assert gw.stop() == 0
@@ -79,6 +80,9 @@ async def test_serve_with_no_config_generates_a_key_that_survives_restart(tmp_pa
     gw2 = start_gateway(["--state-dir", str(state), "--no-printers"])
     try:
         assert key_file.read_text().strip() == key
+        # A restart keeps the key the operator has: it must not claim a new one.
+        assert f"API key:   reused from {key_file}" in gw2.banner, gw2.banner
+        assert "generated" not in gw2.banner
         assert (await _status_via(gw2.port, key))["type"] == "status"
     finally:
         gw2.stop()
@@ -202,3 +206,47 @@ async def test_simulator_command_serves_a_marlin_printer_on_a_link(tmp_path):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_simulator_command_exits_0_on_sigterm_and_removes_its_link(tmp_path):
+    link = tmp_path / "printer.tty"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hydrogen", "simulator", "--link", str(link), "--seed", "7"
+    )
+    try:
+        async with asyncio.timeout(10):
+            while not link.exists():
+                await asyncio.sleep(0.05)
+    finally:
+        proc.terminate()
+    assert await asyncio.wait_for(proc.wait(), 10) == 0  # not 143, death by SIGTERM
+    assert not os.path.lexists(link)
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (["serv"], "did you mean 'serve'?"),
+        (["sever", "--port", "1"], "did you mean 'serve'?"),
+        (["check", "x.toml"], "did you mean 'check-config'?"),
+        (["checkconfig", "x.toml"], "did you mean 'check-config'?"),
+        (["simulater", "--link", "x"], "did you mean 'simulator'?"),
+        (["frobnicate"], None),
+    ],
+)
+def test_an_unknown_command_suggests_the_closest_one(argv, suggestion):
+    result = hydrogen(*argv)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"hydrogen: error: unknown command {argv[0]!r}"), result.stderr
+    if suggestion:
+        assert suggestion in error
+    else:
+        assert "did you mean" not in error
+    assert error.endswith("commands: serve, check-config, simulator")
+
+
+def test_a_known_command_and_top_level_options_still_parse():
+    assert hydrogen("--version").returncode == 0
+    result = hydrogen("check-config", "/nonexistent.toml")
+    assert result.returncode == 2 and "file not found" in result.stderr

@@ -230,6 +230,35 @@ def test_invalid_values_name_the_key(tmp_path: Path, text: str, prefix: str) -> 
     config_error(tmp_path, text, prefix)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[sever]\nport = 5002", "sever: unknown key (did you mean 'server'?)"),
+        ("statedir = '/tmp/x'", "statedir: unknown key (did you mean 'state_dir'?)"),
+        ("[server]\nprot = 5001", "server.prot: unknown key (did you mean 'port'?)"),
+        (
+            "[limits]\nqueue_lmit = 1",
+            "limits.queue_lmit: unknown key (did you mean 'queue_limit'?)",
+        ),
+        (
+            "[[printers]]\nname = 'a'\ndevice = '/dev/x'\nbaudrate = 9600",
+            "printers[0].baudrate: unknown key (did you mean 'baud'?)",
+        ),
+        (
+            '[[keys]]\nkeyfile = "/etc/hydrogen/key"',
+            "keys[0].keyfile: unknown key (did you mean 'key_file'?)",
+        ),
+        # Nothing close: no guess, just the key.
+        ("[server]\nfrobnicate = 1", "server.frobnicate: unknown key"),
+        ("colour = 'blue'", "colour: unknown key"),
+    ],
+)
+def test_an_unknown_key_suggests_the_closest_known_one(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    assert config_error(tmp_path, text, message, plant=False) == message
+
+
 def test_bad_toml(tmp_path: Path) -> None:
     path = tmp_path / "hydrogen.toml"
     message = config_error(tmp_path, "[server\nport = 1", f"{path}: invalid TOML")
@@ -553,28 +582,39 @@ def test_ensure_generated_key_creates_a_private_file_and_reuses_it(tmp_path: Pat
     config = load_config(None, environ={}, overrides={"state_dir": str(state)})
     updated, generated = ensure_generated_key(config)
     assert generated is not None
-    assert generated.role is Role.CONTROL
-    assert generated.name == "generated"
-    assert len(generated.key) >= 32
-    assert updated.keys == (generated,)
-    assert updated.role_for(generated.key) is Role.CONTROL
+    key = generated.api_key
+    assert key.role is Role.CONTROL
+    assert key.name == "generated"
+    assert len(key.key) >= 32
+    assert updated.keys == (key,)
+    assert updated.role_for(key.key) is Role.CONTROL
     path = state / "api_key"
-    assert path.read_text(encoding="utf-8") == generated.key + "\n"
+    assert generated.path == path
+    assert path.read_text(encoding="utf-8") == key.key + "\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
     again, generated_again = ensure_generated_key(config)
     assert generated_again is not None
-    assert generated_again.key == generated.key
-    assert again.keys == (generated_again,)
+    assert generated_again.api_key.key == key.key
+    assert again.keys == (generated_again.api_key,)
+
+
+def test_ensure_generated_key_tells_a_new_key_from_a_stored_one(tmp_path: Path) -> None:
+    # The banner says "generated" only when the operator has a new key to fetch.
+    config = load_config(None, environ={}, overrides={"state_dir": str(tmp_path)})
+    _, first = ensure_generated_key(config)
+    _, second = ensure_generated_key(config)
+    assert first is not None and first.created is True
+    assert second is not None and second.created is False
 
 
 def test_ensure_generated_key_replaces_a_too_short_file(tmp_path: Path) -> None:
     (tmp_path / "api_key").write_text("short\n", encoding="utf-8")
     config = load_config(None, environ={}, overrides={"state_dir": str(tmp_path)})
     _, generated = ensure_generated_key(config)
-    assert generated is not None
-    assert generated.key != "short"
-    assert (tmp_path / "api_key").read_text(encoding="utf-8").strip() == generated.key
+    assert generated is not None and generated.created
+    assert generated.api_key.key != "short"
+    assert (tmp_path / "api_key").read_text(encoding="utf-8").strip() == generated.api_key.key
 
 
 def test_ensure_generated_key_leaves_configured_keys_alone(tmp_path: Path) -> None:
