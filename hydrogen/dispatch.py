@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,7 +93,20 @@ class Dispatcher:
         session.send(protocol.error_from_exception(exc))
 
     async def handle_text(self, session: Session, text: str | bytes) -> None:
-        """Parse and run one frame; every failure becomes an error frame, never an exception."""
+        """Parse and run one frame; every failure becomes an error frame, never an exception.
+
+        A bug anywhere on the way (parser, role check, handler, reply encoder) is a
+        ``server_error`` for this one frame: a 1011 close would punish every other
+        request on the connection for it.
+        """
+        try:
+            await self._handle_text(session, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._server_error(session, None, None, "the server failed to handle this frame")
+
+    async def _handle_text(self, session: Session, text: str | bytes) -> None:
         self.stats.total_requests += 1
         try:
             request = protocol.parse(text)
@@ -153,20 +167,40 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("handler for %r failed", request.type)
-            self._server_error(session, request, "the server failed to handle this request")
+            self._server_error(
+                session, request.type, request.id, "the server failed to handle this request"
+            )
             return
         if reply is not None:
             try:
                 session.send(reply)
-            except ValueError:
-                log.exception("reply to %r could not be encoded", request.type)
-                self._server_error(session, request, "the reply could not be encoded")
+            except Exception:  # unencodable (NaN, a set, too deep for json.dumps)
+                self._server_error(
+                    session, request.type, request.id, "the reply could not be encoded"
+                )
 
-    def _server_error(self, session: Session, request: Request, message: str) -> None:
-        self.send_error(
-            session,
-            ProtocolError(
-                ErrorCode.SERVER_ERROR, message, {"type": request.type}, request_id=request.id
-            ),
-        )
+    def _server_error(
+        self,
+        session: Session,
+        request_type: str | None,
+        request_id: protocol.RequestId | None,
+        message: str,
+    ) -> None:
+        """Log the current exception under a fresh incident id and send that id to the client.
+
+        The id is the only link between what a user reports and the traceback in the
+        log; the client learns nothing else about the failure.
+        """
+        incident = secrets.token_hex(6)
+        log.exception("incident %s: %s (request type %r)", incident, message, request_type)
+        details: dict[str, Any] = {"incident": incident}
+        if request_type is not None:
+            details["type"] = request_type
+        try:
+            self.send_error(
+                session,
+                ProtocolError(ErrorCode.SERVER_ERROR, message, details, request_id=request_id),
+            )
+        except Exception:
+            # Not even the error frame could be queued; the log line has the incident.
+            log.exception("incident %s: the server_error frame could not be sent", incident)

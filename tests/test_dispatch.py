@@ -181,15 +181,93 @@ async def test_generic_exception_is_a_logged_server_error(
     assert frame["id"] == 3
     error = error_of(frame)
     assert error["code"] == "server_error"
-    assert error["details"] == {"type": "broken"}
+    assert error["details"] == {"type": "broken", "incident": error["details"]["incident"]}
+    assert re.fullmatch(r"[0-9a-f]{12}", error["details"]["incident"])
     assert "secret internals" not in json.dumps(frame)  # internals are logged, not sent
     records = [r for r in caplog.records if r.name == "hydrogen.dispatch"]
     assert len(records) == 1
     assert records[0].levelno == logging.ERROR
     assert "broken" in records[0].getMessage()
+    assert f"incident {error['details']['incident']}" in records[0].getMessage()
     assert records[0].exc_info is not None
     assert isinstance(records[0].exc_info[1], RuntimeError)
     assert d.stats.errors_by_code == {"server_error": 1}
+
+
+def _deep(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def _recurse(n: int) -> None:
+    await _recurse(n + 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "handler", "message"),
+    [
+        ("recursing", lambda s, r: _recurse(0), "the server failed to handle this request"),
+        ("not_async", lambda s, r: None, "the server failed to handle this request"),
+        ("a_set", lambda s, r: _returns(reply(r, "x", v={1})), "the reply could not be encoded"),
+        (
+            "nan",
+            lambda s, r: _returns(reply(r, "x", v=float("nan"))),
+            "the reply could not be encoded",
+        ),
+        (
+            "deep",
+            lambda s, r: _returns(reply(r, "x", v=_deep(5000))),
+            "the reply could not be encoded",
+        ),
+    ],
+)
+async def test_any_failure_in_a_handler_or_its_reply_is_one_server_error_with_an_incident(
+    hub: Hub, caplog: pytest.LogCaptureFixture, name: str, handler: Any, message: str
+) -> None:
+    d = Dispatcher()
+    d.register(name, handler)
+    session = make_session(hub)
+    with caplog.at_level(logging.ERROR, logger="hydrogen.dispatch"):
+        await d.handle_text(session, json.dumps({"type": name, "id": "r1"}))
+    frame = one(session)
+    assert frame["id"] == "r1"
+    error = error_of(frame)
+    assert error["code"] == "server_error"
+    assert error["message"] == message
+    incident = error["details"]["incident"]
+    assert error["details"] == {"type": name, "incident": incident}
+    [record] = [r for r in caplog.records if r.name == "hydrogen.dispatch"]
+    assert f"incident {incident}" in record.getMessage()
+    assert record.exc_info is not None
+    # The same session goes on being served.
+    d.register("fine", lambda s, r: _returns(reply(r, "ok")))
+    await d.handle_text(session, '{"type": "fine", "id": 2}')
+    assert one(session) == {"type": "ok", "id": 2}
+
+
+async def _returns(value: Any) -> Any:
+    return value
+
+
+async def test_a_bug_before_the_handler_is_a_server_error_without_an_id(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = Dispatcher()
+
+    def broken_features(role: Role | None = None) -> list[str]:
+        raise RuntimeError("bug in the unknown_type path")
+
+    d.features = broken_features  # type: ignore[method-assign]
+    session = make_session(hub)
+    with caplog.at_level(logging.ERROR, logger="hydrogen.dispatch"):
+        await d.handle_text(session, '{"type": "nope", "id": 1}')
+    error = error_of(frame := one(session))
+    assert "id" not in frame
+    assert error["code"] == "server_error"
+    assert set(error["details"]) == {"incident"}
+    assert f"incident {error['details']['incident']}" in caplog.records[-1].getMessage()
 
 
 @pytest.mark.parametrize(
