@@ -10,6 +10,7 @@ import pytest
 import websockets
 
 from hydrogen.protocol import SUBPROTOCOL, Role, reply
+from hydrogen.server.ws import hard_frame_limit
 from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until
 
 
@@ -274,6 +275,48 @@ async def test_every_request_with_an_id_gets_exactly_one_reply(gateway_client):
     await ws.close()
 
 
+async def test_deep_nesting_is_invalid_message_and_the_connection_stays_open(gateway_client):
+    _, client = await gateway_client()
+    ws = await connect(client)
+    await receive_json(ws)
+    for depth in (33, 970, 5000):
+        await ws.send_str('{"type":"ping","id":1,"payload":' + "[" * depth + "]" * depth + "}")
+        error = await receive_until(ws, lambda f: f["type"] == "error")
+        assert error["error"]["code"] == "invalid_message"
+        assert error["error"]["details"] == {"reason": "nested deeper than 32 levels"}
+    await ws.send_json({"type": "ping", "id": "after"})
+    assert (await receive_until(ws, lambda f: f.get("id") == "after"))["type"] == "pong"
+    assert not ws.closed
+    await ws.close()
+
+
+async def test_a_failing_handler_is_a_server_error_and_the_connection_stays_open(
+    gateway_client, caplog
+):
+    gateway, client = await gateway_client()
+
+    async def broken(session, request):
+        raise RuntimeError("internals")
+
+    async def unencodable(session, request):
+        return reply(request, "x", value={1, 2})
+
+    gateway.dispatcher.register("test_broken", broken)
+    gateway.dispatcher.register("test_unencodable", unencodable)
+    ws = await connect(client)
+    await receive_json(ws)
+    for kind in ("test_broken", "test_unencodable"):
+        await ws.send_json({"type": kind, "id": kind})
+        error = await receive_until(ws, lambda f, kind=kind: f.get("id") == kind)
+        assert error["error"]["code"] == "server_error"
+        incident = error["error"]["details"]["incident"]
+        assert any(f"incident {incident}" in r.getMessage() for r in caplog.records)
+    await ws.send_json({"type": "ping", "id": "after"})
+    assert (await receive_until(ws, lambda f: f.get("id") == "after"))["type"] == "pong"
+    assert not ws.closed
+    await ws.close()
+
+
 # -- limits --------------------------------------------------------------------------
 
 
@@ -289,6 +332,45 @@ async def test_oversized_frame_gets_too_large_then_close_1009(gateway_client):
     assert msg.type is aiohttp.WSMsgType.CLOSE
     assert ws.close_code == 1009
     assert gateway.dispatcher.stats.errors_by_code["too_large"] == 1
+
+
+def _frame_of(size: int, char: str) -> str:
+    """A JSON string frame of exactly ``size`` UTF-8 bytes, mostly ``char``."""
+    width = len(char.encode())
+    count = (size - 2) // width
+    text = '"' + char * count + "x" * (size - 2 - count * width) + '"'
+    assert len(text.encode()) == size
+    return text
+
+
+@pytest.mark.parametrize("char", ["a", "\u20ac", "\U0001f600"], ids=["ascii", "3-byte", "4-byte"])
+@pytest.mark.parametrize("where", ["soft+1", "soft+3", "hard-1", "hard"])
+async def test_every_frame_over_the_soft_limit_gets_too_large_before_1009(
+    gateway_client, char, where
+):
+    soft = 1024
+    hard = hard_frame_limit(soft)
+    size = {"soft+1": soft + 1, "soft+3": soft + 3, "hard-1": hard - 1, "hard": hard}[where]
+    _, client = await gateway_client(limits={"max_frame_bytes": soft})
+    ws = await connect(client)
+    await receive_json(ws)
+    await ws.send_str(_frame_of(size, char))
+    error = await receive_until(ws, lambda f: f["type"] == "error")
+    assert error["error"]["code"] == "too_large"
+    msg = await ws.receive(timeout=5)
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1009
+
+
+async def test_a_frame_over_the_hard_limit_is_closed_1009_without_an_error(gateway_client):
+    _, client = await gateway_client(limits={"max_frame_bytes": 1024})
+    ws = await connect(client)
+    await receive_json(ws)
+    await ws.send_str(_frame_of(hard_frame_limit(1024) + 1, "a"))
+    while (msg := await ws.receive(timeout=5)).type is aiohttp.WSMsgType.TEXT:
+        assert json.loads(msg.data)["type"] == "status"
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1009
 
 
 async def test_rate_limit_answers_rate_limited_with_retry_after(gateway_client):

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 2.0
 
 
+def hard_frame_limit(max_frame_bytes: int) -> int:
+    """The largest client frame that still gets a ``too_large`` error before the close."""
+    return max(2 * max_frame_bytes, max_frame_bytes + 65536)
+
+
 def offered_subprotocols(request: web.Request) -> list[str]:
     header = ",".join(request.headers.getall("Sec-WebSocket-Protocol", []))
     return [p.strip() for p in header.split(",") if p.strip()]
@@ -96,8 +101,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         protocols=(SUBPROTOCOL,),
         heartbeat=limits.heartbeat_seconds or None,
         # Above the soft limit the client gets a too_large error frame before
-        # the 1009 close; past this hard limit aiohttp closes with 1009 itself.
-        max_msg_size=max(2 * limits.max_frame_bytes, limits.max_frame_bytes + 65536),
+        # the 1009 close; past the hard limit aiohttp closes with 1009 itself.
+        # aiohttp refuses a message of exactly max_msg_size bytes, hence the + 1.
+        max_msg_size=hard_frame_limit(limits.max_frame_bytes) + 1,
         # Compression would be per client and per frame, defeating encode-once fan-out.
         compress=False,
         timeout=CLOSE_TIMEOUT,
