@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import faulthandler
 import gc
 import logging
@@ -27,6 +28,7 @@ from hydrogen.config import (
     load_config,
     parse_printer_flag,
 )
+from hydrogen.statelock import StateDirBusy, StateLock
 
 log = logging.getLogger("hydrogen")
 
@@ -113,8 +115,41 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Claim the state dir and the port, and only then open anything.
+
+    A second ``hydrogen serve`` (same state dir, or same port) must fail before it
+    opens a printer, the job history or a file: opening them would mark the running
+    gateway's print failed, replace its simulator's pty, or reset a real printer.
+    """
     try:
-        config, generated = ensure_generated_key(build_config(args))
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"hydrogen: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        lock = StateLock.acquire(config.state_dir)
+    except StateDirBusy as exc:
+        print(f"hydrogen: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"hydrogen: cannot use {config.state_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    with lock:
+        try:
+            sockets = listen(config)
+        except ListenError as exc:
+            print(f"hydrogen: {exc}", file=sys.stderr)
+            return 1
+        try:
+            return _serve_bound(config, sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def _serve_bound(config: Config, sockets: list[socket.socket]) -> int:
+    try:
+        config, generated = ensure_generated_key(config)
     except ConfigError as exc:
         print(f"hydrogen: config error: {exc}", file=sys.stderr)
         return 2
@@ -124,13 +159,67 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A watchdog kill (SIGABRT) then leaves the stuck loop's stack in the journal.
     faulthandler.enable()
     try:
-        return asyncio.run(serve(config, generated))
+        return asyncio.run(serve(config, generated, sockets=sockets))
     except KeyboardInterrupt:
         return 0
 
 
-async def serve(config: Config, generated: GeneratedKey | None = None) -> int:
-    """Run until SIGTERM/SIGINT; graceful shutdown; returns the exit status."""
+class ListenError(Exception):
+    """The listening sockets cannot be had; the message is the one line to print."""
+
+
+def _hosts(config: Config) -> list[str]:
+    return [config.server.host] + ([config.server.ipv6_host] if config.server.ipv6 else [])
+
+
+def listen(config: Config) -> list[socket.socket]:
+    """Bind and listen on every configured address, as ``loop.create_server`` would.
+
+    Done before the app starts, so a port in use is known before any printer is
+    opened. Connections that arrive meanwhile wait in the backlog.
+    """
+    port = config.server.port
+    sockets: list[socket.socket] = []
+    try:
+        for host in _hosts(config):
+            try:
+                infos = socket.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )
+            except socket.gaierror as exc:
+                raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    # Like asyncio: an IPv6 socket serves IPv6 only; IPv4 has its own.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise ListenError(f"port {port} is in use ({host})") from None
+                    raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+                sock.listen(128)
+                sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+async def serve(
+    config: Config,
+    generated: GeneratedKey | None = None,
+    *,
+    sockets: list[socket.socket] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; graceful shutdown; returns the exit status.
+
+    ``sockets`` are the listening sockets from :func:`listen` (bound here if None).
+    """
     from aiohttp import web
 
     from hydrogen.gateway import Gateway
@@ -140,6 +229,12 @@ async def serve(config: Config, generated: GeneratedKey | None = None) -> int:
     from hydrogen.server.accesslog import RedactingAccessLogger
     from hydrogen.server.app import create_app
 
+    if sockets is None:
+        try:
+            sockets = listen(config)
+        except ListenError as exc:
+            print(f"hydrogen: {exc}", file=sys.stderr)
+            return 1
     # Handlers first: a SIGTERM during start-up must still shut down cleanly.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,22 +252,13 @@ async def serve(config: Config, generated: GeneratedKey | None = None) -> int:
     except (sqlite3.Error, RuntimeError, OSError) as exc:
         print(f"hydrogen: cannot start: {exc}", file=sys.stderr)
         await runner.cleanup()
+        for sock in sockets:
+            sock.close()
         return 2
-    hosts = [config.server.host] + ([config.server.ipv6_host] if config.server.ipv6 else [])
-    try:
-        for host in hosts:
-            site = web.TCPSite(
-                runner, host, config.server.port, reuse_address=True, reuse_port=False
-            )
-            await site.start()
-    except OSError as exc:
-        print(
-            f"hydrogen: cannot listen on {host}:{config.server.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        await runner.cleanup()
-        return 1
-    ports = sorted({s.getsockname()[1] for srv in runner.sites for s in _sockets(srv)})
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
+    hosts = _hosts(config)
+    ports = sorted({sock.getsockname()[1] for sock in sockets})
     port = ports[0] if ports else config.server.port
     _announce(config, hosts, port, generated)
 
@@ -199,11 +285,6 @@ async def serve(config: Config, generated: GeneratedKey | None = None) -> int:
     notifier.close()
     log.info("stopped")
     return 0
-
-
-def _sockets(site: Any) -> list[socket.socket]:
-    server = getattr(site, "_server", None)
-    return list(getattr(server, "sockets", None) or [])
 
 
 def _announce(config: Config, hosts: list[str], port: int, generated: GeneratedKey | None) -> None:

@@ -250,3 +250,13 @@ def test_a_known_command_and_top_level_options_still_parse():
     assert hydrogen("--version").returncode == 0
     result = hydrogen("check-config", "/nonexistent.toml")
     assert result.returncode == 2 and "file not found" in result.stderr
+
+
+def test_an_unusable_state_dir_is_one_line_and_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = hydrogen("serve", "--state-dir", str(blocker / "state"), "--no-printers")
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        f"hydrogen: cannot use {blocker / 'state'}: Not a directory"
+    ], result.stderr
