@@ -195,10 +195,12 @@ class JobRunner:
         self._control = asyncio.Lock()
         self._cancel = False
         self._failure: str | None = None
-        #: lines handed to the printer, oldest first: each one's future and its protocol
-        #: tag (the tag withdraws the read-ahead on cancel)
-        self._pending: deque[tuple[asyncio.Future[tuple[str, ...]], Callable[[Any], None]]]
-        self._pending = deque()
+        #: lines handed to the printer, oldest first (the tag withdraws the read-ahead)
+        self._pending: deque[_Pending] = deque()
+        #: a pause took these back: the read-ahead not yet written, and the heat-up or
+        #: user waits M108 broke; resume sends the waits, then the lines, in order
+        self._held_lines: list[str] = []
+        self._broken_waits: tuple[str, ...] = ()
         self._depth = printer.config.window + 2
         self._last_m73: int | None = None
         #: The file sets the display's progress itself (PrusaSlicer, OrcaSlicer, ...):
@@ -231,6 +233,10 @@ class JobRunner:
             self.job.state = JobState.PAUSED
             self.job._paused_at = time.time()
             self._on_change(self.job)
+            # Nothing more reaches the firmware: the read-ahead comes back (sent again
+            # on resume) and a heat-up in progress is broken, not waited out.
+            self._held_lines = self._take_back_read_ahead()
+            self._broken_waits = self.printer.interrupt_wait()
             await self._parked.wait()
             if self.job.state is not JobState.PAUSED:
                 raise JobError(f"the job {self.job.state.value} before it could pause")
@@ -242,6 +248,13 @@ class JobRunner:
                 raise JobError(f"cannot resume a job that is {self.job.state.value}")
             if not self.printer.accepts_commands:
                 raise JobError(f"cannot resume: {self.printer._unavailable_reason()}")
+            if self._broken_waits:
+                # the heat-up the pause broke: finish it before anything else moves
+                try:
+                    await self.printer.command("\n".join(self._broken_waits))
+                except (CommandFailed, PrinterUnavailable) as exc:
+                    raise JobError(f"cannot resume: {exc}") from None
+                self._broken_waits = ()
             await self._script(self._config.resume_script, "resume")
             # The printer may have halted, or someone cancelled, while the script ran.
             if self._failure or self._cancel or self.job.state is not JobState.PAUSED:
@@ -259,11 +272,23 @@ class JobRunner:
         self._cancel = True
         self._running.set()
         # The lines read ahead but not yet written must not reach the printer after
-        # a cancel: take them back (only what the firmware already has is waited for).
-        by_tag = {tag: future for future, tag in self._pending if not future.done()}
-        for tag in self.printer.withdraw(list(by_tag)):
-            by_tag[tag].set_result(())
-            self.job.lines_sent -= 1
+        # a cancel: take them back (only what the firmware already has is waited for),
+        # and break a heat-up or user wait rather than sit it out.
+        self._take_back_read_ahead()
+        self._held_lines = []
+        self.printer.interrupt_wait()
+
+    def _take_back_read_ahead(self) -> list[str]:
+        """Withdraw this job's lines not yet written; return them, oldest first."""
+        by_tag = {p.tag: p for p in self._pending if not p.future.done()}
+        taken = set(self.printer.withdraw(list(by_tag)))
+        lines = []
+        for pending in self._pending:
+            if pending.tag in taken:
+                pending.future.set_result(())
+                self.job.lines_sent -= 1
+                lines.append(pending.line)
+        return lines
 
     def fail(self, reason: str) -> None:
         """The printer halted, reset or vanished: stop at once with this reason."""
@@ -271,9 +296,9 @@ class JobRunner:
             return
         self._failure = reason
         self._running.set()
-        for future, _ in self._pending:
-            if not future.done():
-                future.set_exception(CommandFailed(reason))
+        for pending in self._pending:
+            if not pending.future.done():
+                pending.future.set_exception(CommandFailed(reason))
 
     # -- the stream -----------------------------------------------------------------------
     async def _run(self, prelude: Awaitable[Any] | None) -> None:
@@ -337,22 +362,31 @@ class JobRunner:
             await self._running.wait()
         finally:
             self._parked.clear()
+        held, self._held_lines = self._held_lines, []
+        for line in held:  # older than the line the stream stopped at
+            if not await self._send(line):
+                return
+            self.job.lines_sent += 1
 
     async def _send(self, line: str) -> bool:
         """Hand one line to the printer once there is room; False if the job was
         cancelled or failed while waiting for it (the line is not sent)."""
         while len(self._pending) >= self._depth:
             await self._settle_oldest()
+        if not self._running.is_set():
+            # paused while waiting for room: the lines the pause took back are older
+            # than this one and go first on resume
+            await self._park()
         if self._cancel or self._failure:
             return False
         future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
         tag = future_tag(future)
         self.printer.send_line(line, tag)
-        self._pending.append((future, tag))
+        self._pending.append(_Pending(future, tag, line))
         return True
 
     async def _settle_oldest(self) -> None:
-        future, _ = self._pending[0]
+        future = self._pending[0].future
         try:
             await future
         finally:
@@ -396,6 +430,16 @@ class JobRunner:
             job.paused_seconds += job.ended_at - job._paused_at
             job._paused_at = None
         self._on_change(job)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One line handed to the printer: the future its ``ok`` resolves, the protocol
+    tag that identifies (and withdraws) it, and its text (a pause may re-send it)."""
+
+    future: asyncio.Future[tuple[str, ...]]
+    tag: Callable[[Any], None]
+    line: str
 
 
 def future_tag(future: asyncio.Future[tuple[str, ...]]) -> Callable[[Any], None]:

@@ -1,8 +1,10 @@
 """Jobs for every printer: queues, request handlers, history, notifications.
 
 A queue per printer: a job started while another runs waits its turn, and the
-next one starts only after a *completed* job. After a failure or a cancel the
-bed may hold a failed print, so the queue is held until someone starts a job.
+next one starts when the one before it completes or is cancelled (whoever
+cancels knows the bed). After a *failure* (a halt, an emergency stop, a lost
+link, a bad line) nobody may be watching and the bed may hold a failed print,
+so the queue is held until someone starts a job.
 """
 
 from __future__ import annotations
@@ -155,7 +157,9 @@ class JobManager:
             queue.append(job)
             self._publish(printer.name, force=True)
             return job
-        if not printer.accepts_commands or printer.state is PrinterState.BUSY:
+        # A printer busy with a long command (a homing, a heat-up the operator sent)
+        # takes the job's lines after it: the protocol keeps them in order.
+        if not printer.accepts_commands:
             raise JobError(f"cannot start: {printer._unavailable_reason()}")
         self._launch(printer, job)
         return job
@@ -177,7 +181,7 @@ class JobManager:
         queue = self.queues[job.printer]
         printer = self.printers.printers[job.printer]
         if (
-            job.state is JobState.COMPLETED
+            job.state in (JobState.COMPLETED, JobState.CANCELLED)
             and queue
             and printer.accepts_commands
             and not self.gateway.shutting_down

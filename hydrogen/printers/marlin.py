@@ -158,6 +158,9 @@ LONG_COMMANDS: Final = frozenset(
     {"G4", "G28", "G29", "G33", "G34", "G35", "G76", "M0", "M1", "M48", "M109", "M190"}
     | {"M191", "M303", "M400", "M600", "M701", "M702"}
 )
+# Waits that M108 breaks (Marlin's wait_for_heatup and wait_for_user): heating waits
+# and the user stops. Homing, probing and dwells cannot be broken and run to their end.
+INTERRUPTIBLE_WAITS: Final = frozenset({"M0", "M1", "M109", "M190", "M191"})
 
 ErrorKind = Literal["thermal", "halted", "unknown_command", "checksum", "line_number", "generic"]
 
@@ -436,9 +439,12 @@ class _Line:
     text: str
     tag: object
     # user: from send(); detached: user line whose tag cancel_pending handed back;
-    # handshake/probe: generated here; replay: acknowledged line the firmware re-requested
-    origin: Literal["user", "detached", "handshake", "probe", "replay"]
+    # handshake/probe/interrupt: generated here; replay: acknowledged line the firmware
+    # re-requested
+    origin: Literal["user", "detached", "handshake", "probe", "interrupt", "replay"]
     timeout: float
+    #: its command word, when it is one of LONG_COMMANDS (the printer shows busy)
+    long_word: str | None = None
     number: int | None = None
     written: bool = False
     sent_at: float = 0.0
@@ -490,6 +496,7 @@ class MarlinProtocol:
         self._halted = False
         self._handshake_done = False
         self._probe_wanted = False
+        self._interrupt_wanted = False
         self._probe: _Line | None = None
         self._oks_since_probe = 0
         self._swallow_oks = 0
@@ -529,8 +536,7 @@ class MarlinProtocol:
         own included, as no ok will come for it)."""
         text = validate_gcode(line)
         word = _command_word(text)
-        timeout = self._long_timeout if word in LONG_COMMANDS else self._ok_timeout
-        self._queue.append(_Line(text, tag, "user", timeout))
+        self._queue.append(self._new_line(text, tag, "user", word))
         if word == "M112":
             self._emergency = True
             self._halted = True
@@ -544,6 +550,34 @@ class MarlinProtocol:
         self._emergency = True
         self._halted = True
         return self._drop_all()
+
+    def interrupt_wait(self, now: float | None = None) -> tuple[str, ...]:
+        """Break a heating or user wait the firmware is in (`INTERRUPTIBLE_WAITS`) with
+        ``M108``, numbered and written past the ok window on the next `data_to_send`:
+        Marlin's EMERGENCY_PARSER acts on it the moment it arrives, line number and
+        all, and the wait ends with its usual ``ok``. A firmware without the emergency
+        parser reads the ``M108`` only after the wait ends by itself; it is then a
+        no-op with its own ``ok``, so the accounting holds either way. Returns the
+        texts of the waits it breaks (a pause sends them again on resume), empty if
+        the firmware is in none."""
+        waits = tuple(
+            line.text
+            for line in self._in_flight
+            if line.long_word in INTERRUPTIBLE_WAITS and line.origin != "probe"
+        )
+        if waits and not (self._failed or self._halted):
+            self._interrupt_wanted = True
+        return waits
+
+    @property
+    def running_long_command(self) -> str | None:
+        """The command word of the oldest written, unacknowledged line of
+        `LONG_COMMANDS` (what the firmware is busy with), or None. Derived from the
+        lines in flight, so a withdraw, cancel, reset or halt can never leave it stale."""
+        for line in self._in_flight:
+            if line.long_word is not None:
+                return line.long_word
+        return None
 
     def withdraw(self, tags: Collection[object]) -> list[object]:
         """Take back the queued, not yet written lines carrying one of ``tags`` (a
@@ -597,6 +631,12 @@ class MarlinProtocol:
         if self._probe_wanted:
             self._probe_wanted = False
             self._send_probe(now, out)
+        if self._interrupt_wanted and not self._resend_queue:
+            # (a new number must not overtake lines waiting to be re-sent: then it
+            # waits for them)
+            self._interrupt_wanted = False
+            if self._in_flight:
+                self._write(self._new_line("M108", None, "interrupt"), now, out)
         while len(self._in_flight) < self._window:
             if self._resend_queue:
                 self._write(self._resend_queue.popleft(), now, out)
@@ -721,6 +761,20 @@ class MarlinProtocol:
 
     # ---------------------------------------------------------------- writing
 
+    def _new_line(
+        self,
+        text: str,
+        tag: object,
+        origin: Literal["user", "handshake", "probe", "interrupt", "replay"],
+        word: str | None = None,
+        number: int | None = None,
+    ) -> _Line:
+        """A line with the ok timeout its command deserves."""
+        word = _command_word(text) if word is None else word
+        if word in LONG_COMMANDS:
+            return _Line(text, tag, origin, self._long_timeout, word, number)
+        return _Line(text, tag, origin, self._ok_timeout, None, number)
+
     def _emit_sent(self, event: LineSent) -> None:
         self._lines_sent += 1
         self._events.append(event)
@@ -754,7 +808,7 @@ class MarlinProtocol:
             # of those past the window instead, it provokes an answer just as well.
             line = self._resend_queue.popleft()
         else:
-            line = _Line(self._probe_command, None, "probe", self._ok_timeout)
+            line = self._new_line(self._probe_command, None, "probe")
         self._probe = line
         self._oks_since_probe = 0
         self._write(line, now, out)
@@ -771,8 +825,8 @@ class MarlinProtocol:
         self._failed = self._halted = False
         self._handshake_done = False
         self._reset_numbering(0)
-        self._queue.append(_Line("M110 N0", None, "handshake", self._ok_timeout))
-        self._queue.append(_Line("M115", None, "handshake", self._ok_timeout))
+        self._queue.append(self._new_line("M110 N0", None, "handshake"))
+        self._queue.append(self._new_line("M115", None, "handshake"))
 
     def _drop_all(self) -> list[object]:
         lines = [*self._in_flight, *self._resend_queue, *self._queue]
@@ -781,6 +835,7 @@ class MarlinProtocol:
         self._queue.clear()
         self._probe = None
         self._probe_wanted = False
+        self._interrupt_wanted = False
         self._oks_since_probe = 0
         self._swallow_oks = 0
         self._resend_target = None
@@ -995,8 +1050,7 @@ class MarlinProtocol:
             return
         self._stale_budget = sum(1 for line in pending if line.written and line.number != number)
         replay = [
-            _Line(self._history[n], None, "replay", self._ok_timeout, number=n)
-            for n in range(number, first)
+            self._new_line(self._history[n], None, "replay", number=n) for n in range(number, first)
         ]
         for line in pending:
             line.written = False

@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 Notify = Callable[..., None]
 Opener = Callable[[PrinterConfig, asyncio.Protocol], Awaitable[asyncio.WriteTransport]]
 
-#: Commands that legitimately keep the firmware busy: the printer shows ``busy``.
-_LONG_COMMANDS = marlin.LONG_COMMANDS
-
 
 class PrinterState(enum.StrEnum):
     DISCONNECTED = "disconnected"
@@ -200,7 +197,8 @@ class Printer:
         self._task: asyncio.Task[None] | None = None
         self._handshake_done: asyncio.Future[marlin.FirmwareInfo] | None = None
         self._link_lost: asyncio.Future[str] | None = None
-        self._outstanding_long = 0
+        #: a ``busy:`` keep-alive arrived since the last ok
+        self._firmware_busy = False
         self._reconnect_now = asyncio.Event()
         #: reconnect() asked during a session: reopen even with auto-reconnect off.
         self._reconnect_requested = False
@@ -316,7 +314,7 @@ class Printer:
         self._reconnect_requested = False
         self._handshake_done = loop.create_future()
         self._banner_seen.clear()
-        self._outstanding_long = 0
+        self._firmware_busy = False
         self._poller = None
         self._poll_pending = False
         self.stats.connected_since = time.time()
@@ -480,6 +478,21 @@ class Printer:
             return
         for event in proto.next_events():
             self._handle(event)
+        self._sync_busy()
+
+    def _sync_busy(self) -> None:
+        """``ready`` or ``busy``, derived from what the protocol has in flight (its one
+        owner), never counted here: whatever withdraws, cancels, halts or resets lines
+        leaves nothing stale behind."""
+        if self.state not in (PrinterState.READY, PrinterState.BUSY) or self._proto is None:
+            return
+        word = self._proto.running_long_command
+        if word is not None:
+            self._set_state(PrinterState.BUSY, f"running {word}")
+        elif self._firmware_busy and self._proto.in_flight:
+            self._set_state(PrinterState.BUSY, "firmware busy")
+        else:
+            self._set_state(PrinterState.READY, None)
 
     def _handle(self, event: Any) -> None:
         now = time.time()
@@ -492,9 +505,8 @@ class Printer:
             case marlin.LineSent(text=text):
                 self.stats.lines_sent += 1
                 self._publish_serial("send", text, now)
-            case marlin.CommandAcknowledged(tag=tag, line=line, response=response):
-                if _is_long(line):
-                    self._long_finished()
+            case marlin.CommandAcknowledged(tag=tag, response=response):
+                self._firmware_busy = False
                 self._acknowledged(tag, response)
             case marlin.TemperatureReport(heaters=heaters):
                 self._temperatures(heaters, now)
@@ -506,8 +518,7 @@ class Printer:
             case marlin.FirmwareReset():
                 self._firmware_reset(event)
             case marlin.Busy():
-                if self.state is PrinterState.READY:
-                    self._set_state(PrinterState.BUSY, "firmware busy")
+                self._firmware_busy = True
             case marlin.FirmwareError():
                 self._firmware_error(event)
             case marlin.ActionCommand(action=action, argument=argument):
@@ -598,7 +609,11 @@ class Printer:
             printer=self.name,
             kind=event.kind,
         )
-        self._set_state(PrinterState.ERROR, event.message)
+        if self.state is not PrinterState.ERROR:
+            # The first cause stays the reason: after an emergency stop the firmware's
+            # own "kill() called!" is its answer, not news (its text is in the
+            # printer_error frame and the notification).
+            self._set_state(PrinterState.ERROR, event.message)
         self._fail_outstanding(f"printer halted: {event.message}")
 
     def _firmware_reset(self, event: marlin.FirmwareReset) -> None:
@@ -610,7 +625,6 @@ class Printer:
             reason = "the firmware reset (start seen mid-session)"
             log.warning("printer %s: %s", self.name, reason)
             self._notify("warning", "printer_reset", f"{self.name}: {reason}", printer=self.name)
-            self._outstanding_long = 0
             for listener in self.reset_listeners:
                 listener(reason)
             self._set_state(PrinterState.CONNECTING, reason)
@@ -692,10 +706,6 @@ class Printer:
         """Queue one validated line with a tag whose ``ok`` the caller awaits (jobs use this)."""
         if not self.accepts_commands or self._proto is None:
             raise PrinterUnavailable(self._unavailable_reason())
-        if _is_long(line):
-            self._outstanding_long += 1
-            if self.state is PrinterState.READY:
-                self._set_state(PrinterState.BUSY, f"running {line.split(' ', 1)[0].upper()}")
         self._proto.send(line, tag=tag)
         self._flush()
 
@@ -726,21 +736,22 @@ class Printer:
             tag.done(response)
         elif callable(tag):
             tag(response)
-        if (
-            self._outstanding_long == 0
-            and self.state is PrinterState.BUSY
-            and (self.state_reason == "firmware busy")
-        ):
-            self._set_state(PrinterState.READY, None)
-
-    def _long_finished(self) -> None:
-        self._outstanding_long = max(0, self._outstanding_long - 1)
-        if self._outstanding_long == 0 and self.state is PrinterState.BUSY:
-            self._set_state(PrinterState.READY, None)
 
     def withdraw(self, tags: Collection[object]) -> list[object]:
         """Take back queued lines not yet written (see ``MarlinProtocol.withdraw``)."""
         return [] if self._proto is None else self._proto.withdraw(tags)
+
+    def interrupt_wait(self) -> tuple[str, ...]:
+        """Break a heat-up or user wait in progress with ``M108`` (see
+        ``MarlinProtocol.interrupt_wait``): a cancel or pause must not wait minutes for
+        the firmware. Returns the waits broken."""
+        if self._proto is None:
+            return ()
+        waits = self._proto.interrupt_wait()
+        if waits:
+            log.info("printer %s: breaking %s with M108", self.name, ", ".join(waits))
+            self._flush()
+        return waits
 
     def emergency_stop(self) -> None:
         """``M112`` ahead of everything queued; the printer halts and needs a reconnect."""
@@ -762,7 +773,6 @@ class Printer:
     def _fail_outstanding(self, reason: str) -> None:
         """The firmware lost everything written or queued (halt, reset, link closed)."""
         proto = self._proto
-        self._outstanding_long = 0
         if proto is None:
             return
         self._fail_tags(proto.cancel_pending(include_in_flight=True), reason)
@@ -796,10 +806,6 @@ class _Tag:
     def fail(self, reason: str) -> None:
         if not self.future.done():
             self.future.set_exception(CommandFailed(reason))
-
-
-def _is_long(line: str) -> bool:
-    return line.split(" ", 1)[0].upper() in _LONG_COMMANDS
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
