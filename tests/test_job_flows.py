@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from hydrogen.printers.printer import PrinterState
 from tests.conftest import connect, receive_json, receive_until, subscribe
-from tests.test_jobs import job_gateway, upload, wait_job  # noqa: F401  (fixture)
+from tests.test_jobs import start_job_gateway, upload, wait_job
 from tests.test_printers import wait_state
+
+
+@pytest.fixture
+async def job_gateway(gateway_client):
+    return await start_job_gateway(gateway_client)
 
 
 def homing_then_dwells(lines: int = 300) -> bytes:

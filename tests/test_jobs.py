@@ -48,6 +48,11 @@ async def upload(client, name: str, data: bytes, headers=CONTROL, path="/api/fil
 
 @pytest.fixture
 async def job_gateway(gateway_client):
+    return await start_job_gateway(gateway_client)
+
+
+async def start_job_gateway(gateway_client):
+    """A gateway with the simulated printer ready and pause/resume scripts that show."""
     gateway, client = await gateway_client(
         printers=(sim_printer(),),
         jobs=JobsConfig(
