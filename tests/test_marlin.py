@@ -846,3 +846,47 @@ def test_send_validates_before_queueing() -> None:
         proto.send("G28\nM112", tag="sneaky")
     assert proto.queued == 0
     assert proto.data_to_send(0.0) == b""
+
+
+# ---------------------------------------------------------------- long commands, M108
+
+
+def test_running_long_command_follows_the_lines_in_flight() -> None:
+    proto = connected()
+    proto.send("G28", tag="home")
+    proto.send("G4 P10", tag="dwell")
+    assert proto.running_long_command is None  # queued is not running
+    assert proto.data_to_send(0.0) == frame(2, "G28")
+    assert proto.running_long_command == "G28"
+    assert proto.withdraw(["dwell"]) == ["dwell"]  # the read-ahead leaves nothing behind
+    assert acks(feed(proto, "ok\n")) == ["home"]
+    assert proto.running_long_command is None
+    proto.send("M109 S200", tag="heat")
+    proto.data_to_send(0.0)
+    assert proto.running_long_command == "M109"
+    proto.emergency_stop()
+    assert proto.running_long_command is None
+
+
+def test_interrupt_wait_writes_a_numbered_m108_past_the_window() -> None:
+    proto = connected()
+    proto.send("M109 S200", tag="heat")
+    proto.send("G1 X1", tag="move")
+    assert proto.data_to_send(0.0) == frame(2, "M109 S200")
+    assert proto.interrupt_wait() == ("M109 S200",)
+    # past the window of one, numbered: the emergency parser acts on it at once and
+    # its own ok keeps the accounting exact
+    assert proto.data_to_send(0.0) == frame(3, "M108")
+    assert acks(feed(proto, "ok\n")) == ["heat"]  # the broken wait's ok
+    assert proto.data_to_send(0.0) == b""  # the M108's ok is still due
+    assert acks(feed(proto, "ok\n")) == []  # ...and is not credited to G1
+    assert proto.data_to_send(0.0) == frame(4, "G1 X1")
+    assert acks(feed(proto, "ok\n")) == ["move"]
+
+
+def test_interrupt_wait_sends_nothing_when_no_wait_runs() -> None:
+    proto = connected()
+    proto.send("G28", tag="home")
+    proto.data_to_send(0.0)
+    assert proto.interrupt_wait() == ()  # homing cannot be broken
+    assert proto.data_to_send(0.0) == b""
