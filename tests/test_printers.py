@@ -366,3 +366,32 @@ async def test_printer_metrics_are_promtool_clean(sim_gateway):
         )
         assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
     await ws.close()
+
+
+# -- ready quickly, banner or not ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("banner", "banner_delay"),
+    [(False, 0.0), (True, 1.0)],
+    ids=["silent-until-asked", "resets-on-open"],
+)
+async def test_ready_without_sitting_out_the_banner_timeout(gateway_client, banner, banner_delay):
+    """A firmware that prints no banner (a board that does not reset on open,
+    OctoPrint's virtual printer) gets its handshake after a short silence, not after
+    ``banner_timeout``; a board that resets on open (silent bootloader, then
+    ``start``) is still ready once it has booted. ``banner_timeout`` is set far
+    beyond the wait here, so sitting it out fails the test."""
+    from hydrogen.printers.simulator import SimulatedPrinter
+
+    sim = SimulatedPrinter(seed=11, banner=banner, banner_delay=banner_delay)
+    path = await sim.start()
+    try:
+        config = sim_printer("quiet", device=path, banner_timeout=60.0)
+        _, client = await gateway_client(printers=(config,))
+        printer = client.printers.printers["quiet"]
+        await wait_state(printer, PrinterState.READY, timeout=15)
+        assert printer.firmware is not None and printer.firmware.name.startswith("Marlin")
+        assert any("T:" in line for line in await printer.command("M105"))
+    finally:
+        await sim.stop()

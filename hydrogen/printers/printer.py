@@ -36,6 +36,12 @@ Notify = Callable[..., None]
 Opener = Callable[[PrinterConfig, asyncio.Protocol], Awaitable[asyncio.WriteTransport]]
 
 
+#: Seconds without a byte from the firmware after which the handshake starts even
+#: without a banner: boards that do not reset on open (and OctoPrint's virtual
+#: printer) say nothing until asked.
+QUIET_BEFORE_HANDSHAKE = 0.3
+
+
 class PrinterState(enum.StrEnum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
@@ -204,6 +210,9 @@ class Printer:
         self._reconnect_requested = False
         self._stopping = False
         self._banner_seen: asyncio.Event = asyncio.Event()
+        #: the firmware sent a line in this session (it is awake and listening)
+        self._line_seen: asyncio.Event = asyncio.Event()
+        self._last_rx = 0.0
         self._poller: asyncio.Task[None] | None = None
         self._poll_pending = False
         self._link_protocol_in_use: _LinkProtocol | None = None
@@ -314,6 +323,8 @@ class Printer:
         self._reconnect_requested = False
         self._handshake_done = loop.create_future()
         self._banner_seen.clear()
+        self._line_seen.clear()
+        self._last_rx = loop.time()
         self._firmware_busy = False
         self._poller = None
         self._poll_pending = False
@@ -323,10 +334,13 @@ class Printer:
         try:
             if self._on_open is not None:
                 self._on_open()
-            # Opening the port resets most boards: wait for their banner (or time out).
+            # Opening the port resets many boards: they answer only after their
+            # bootloader, with a banner. Others say nothing until asked. So the
+            # handshake starts at the first line, or after a short silence, capped by
+            # banner_timeout; a banner arriving later restarts it (FirmwareReset).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(cfg.banner_timeout):
-                    await self._wait_either(self._banner_seen.wait())
+                    await self._wait_either(self._firmware_listening())
             if not self._link_lost.done():
                 poller = await self._handshake()
             return await self._link_lost
@@ -357,6 +371,19 @@ class Printer:
             await asyncio.wait([waiter, self._link_lost], return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
+
+    async def _firmware_listening(self) -> None:
+        """Return once the firmware sent a line, or stayed silent for
+        `QUIET_BEFORE_HANDSHAKE` (bootloader noise without a line break restarts the
+        silence)."""
+        loop = asyncio.get_running_loop()
+        while not self._line_seen.is_set():
+            quiet_until = self._last_rx + QUIET_BEFORE_HANDSHAKE
+            if loop.time() >= quiet_until:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(quiet_until):
+                    await self._line_seen.wait()
 
     async def _handshake(self) -> asyncio.Task[None] | None:
         """``M110 N0`` + ``M115``, retried until the firmware answers or we give up."""
@@ -424,7 +451,8 @@ class Printer:
             if proto is None or self._link_protocol_in_use is not protocol:
                 return
             try:
-                proto.receive_data(data, asyncio.get_running_loop().time())
+                self._last_rx = now = asyncio.get_running_loop().time()
+                proto.receive_data(data, now)
                 self._process()
             except Exception:
                 # A bug must not leave a printer that looks ready but reads nothing.
@@ -499,6 +527,7 @@ class Printer:
         match event:
             case marlin.LineReceived(text=text):
                 self.stats.lines_received += 1
+                self._line_seen.set()
                 if text.strip() == "start":
                     self._banner_seen.set()
                 self._publish_serial("recv", text, now)

@@ -209,6 +209,7 @@ class SimulatedPrinter:
         time_scale: float = 1.0,
         extruders: int = 1,
         banner_delay: float = 0.0,
+        banner: bool = True,
         autoreport_supported: bool = True,
         busy_while_heating: bool = False,
         rx_buffer_size: int = 128,
@@ -232,6 +233,9 @@ class SimulatedPrinter:
         self.time_scale = time_scale
         self.extruders = extruders
         self.banner_delay = banner_delay
+        #: False: a board that does not reset when the port opens (it was running
+        #: already) and says nothing until asked, like OctoPrint's virtual printer
+        self.banner = banner
         self.autoreport_supported = autoreport_supported
         self.busy_while_heating = busy_while_heating
         self.rx_buffer_size = rx_buffer_size
@@ -626,7 +630,8 @@ class SimulatedPrinter:
             await asyncio.sleep(self.banner_delay)
         self._rx.clear()
         self._state = _State.RUNNING
-        self._emit_banner()
+        if self.banner:
+            self._emit_banner()
         processed = 0
         while True:
             line = await self._next_line()
