@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,3 +82,23 @@ async def subscribe(ws: ClientWebSocketResponse, *topics: str, rid: Any = "sub")
     """Subscribe and wait for the reply (later frames then belong to these topics)."""
     await ws.send_json({"type": "subscribe", "id": rid, "topics": list(topics)})
     return await receive_until(ws, lambda f: f.get("id") == rid)
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """One seed for every random source a test drives (simulator faults, generated
+    input). Random per run, so runs explore; ``HYDROGEN_TEST_SEED=N`` replays one,
+    and a failing test prints the line that does."""
+    value = int(os.environ.get("HYDROGEN_TEST_SEED") or random.SystemRandom().randrange(1 << 31))
+    request.node.user_properties.append(("seed", value))
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        for name, value in item.user_properties:
+            if name == "seed":
+                report.sections.append(("seed", f"replay with HYDROGEN_TEST_SEED={value}"))
+    return report

@@ -17,8 +17,8 @@ from tests.test_printers import wait_state
 
 
 @pytest.fixture
-async def job_gateway(gateway_client):
-    return await start_job_gateway(gateway_client)
+async def job_gateway(gateway_client, seed):
+    return await start_job_gateway(gateway_client, seed)
 
 
 def homing_then_dwells(lines: int = 300) -> bytes:

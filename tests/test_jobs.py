@@ -47,11 +47,11 @@ async def upload(client, name: str, data: bytes, headers=CONTROL, path="/api/fil
 
 
 @pytest.fixture
-async def job_gateway(gateway_client):
-    return await start_job_gateway(gateway_client)
+async def job_gateway(gateway_client, seed):
+    return await start_job_gateway(gateway_client, seed)
 
 
-async def start_job_gateway(gateway_client):
+async def start_job_gateway(gateway_client, seed: int):
     """A gateway with the simulated printer ready and pause/resume scripts that show."""
     gateway, client = await gateway_client(
         printers=(sim_printer(),),
@@ -64,6 +64,7 @@ async def start_job_gateway(gateway_client):
     )
     printer = client.printers.printers["sim"]
     sim = client.printers.simulators["sim"]
+    sim.reseed(seed)
     await wait_state(printer, PrinterState.READY)
     return gateway, client, printer, sim
 

@@ -26,10 +26,11 @@ async def wait_state(printer, *states: PrinterState, timeout: float = 10.0) -> N
 
 
 @pytest.fixture
-async def sim_gateway(gateway_client):
+async def sim_gateway(gateway_client, seed):
     gateway, client = await gateway_client(printers=(sim_printer(),))
     printer = client.printers.printers["sim"]
     sim = client.printers.simulators["sim"]
+    sim.reseed(seed)
     sim.time_scale = 20.0
     await wait_state(printer, PrinterState.READY)
     return gateway, client, printer, sim

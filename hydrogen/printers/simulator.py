@@ -358,6 +358,12 @@ class SimulatedPrinter:
         self._advance_physics()
         return self.heaters[name].actual
 
+    def reseed(self, seed: int) -> None:
+        """Seed the fault and noise streams anew (tests seed a simulator the gateway
+        built, so a failing run can be replayed)."""
+        self._fault_rng.seed(f"{seed}/faults")
+        self._noise_rng.seed(f"{seed}/noise")
+
     async def start(self) -> str:
         """Open the pty (and link), boot the firmware, return the path to open."""
         if self._loop is not None:
