@@ -57,21 +57,88 @@ _B = r"(?:(?<![\w-])|(?<=\\[nrt]))"
 # Values stop at whitespace, quotes, backslashes (escapes in reprs and source lines) and the
 # separators of their context, so the rest of an access-log line ("&x=1 HTTP/1.1") survives.
 _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
-    # Query/form parameters: ?key=..., &api_key=..., apikey=...
-    re.compile(_B + r"((?:api_?key|key)=)[^\s&;#\"'<>\\]+", re.IGNORECASE),
+    # Query/form parameters: ?key=..., &api_key=..., apikey=..., token=...
+    re.compile(
+        _B + r"((?:api[_-]?key|key|access_token|token|password)=)[^\s&;#\"'<>\\]+",
+        re.IGNORECASE,
+    ),
     # The same names as JSON/TOML/dict entries: "api_key": "...", api_key = "..."
     re.compile(_B + r"(api_?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&#}\\]+", re.IGNORECASE),
-    # Authorization: Key xxx / Bearer xxx (also header dict reprs "'Authorization': '...'").
+    # Authorization and Proxy-Authorization: the scheme stays, all the rest of the value
+    # goes (Digest and friends carry several secret parameters, some of them quoted).
+    # Quoted as in a dict repr ('Authorization': 'Bearer x'), the value ends at its quote.
     re.compile(
-        _B
-        + r"(Authorization[\"']?\s*[:=]\s*[\"']?(?:(?:Key|Bearer|Basic|Token)\s+)?)"
-        + r"[^\s\"',;\\]+",
+        _B + r"((?:Proxy-)?Authorization[\"']?\s*[:=]\s*'(?:[\w-]+\s+)?)[^'\r\n\\]+",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        _B + r"((?:Proxy-)?Authorization[\"']?\s*[:=]\s*\"(?:[\w-]+\s+)?)[^\"\r\n\\]+",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        _B + r"((?:Proxy-)?Authorization[\"']?\s*[:=]\s*(?:[\w-]+[ \t]+)?)[^\s\"'\\][^\r\n\\]*",
         re.IGNORECASE,
     ),
     re.compile(_B + r"(X-Api-Key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;\\]+", re.IGNORECASE),
-    # The session cookie, in Cookie:/Set-Cookie: headers and in cookie-jar reprs.
+    # The session cookie in cookie-jar reprs and anywhere else it is named.
     re.compile(_B + r"(hydrogen_session[\"']?\s*[:=]\s*[\"']?)[^\s\"',;\\]+", re.IGNORECASE),
 )
+
+# Cookie: every value, whatever the cookie's name; Set-Cookie: the cookie's own value
+# (its attributes, Path=/ and so on, stay readable).
+_COOKIE_HEADER = re.compile(
+    _B + r"((Set-)?Cookie[\"']?\s*[:=]\s*[\"']?)([^\r\n\\']*)", re.IGNORECASE
+)
+_COOKIE_PAIR = re.compile(r"((?:^|;)\s*[^=;\s]+\s*=)[^;]*")
+
+
+def _mask_cookies(match: re.Match[str]) -> str:
+    value = match.group(3)
+    if match.group(2):  # Set-Cookie: only the first pair is the cookie
+        first, sep, attributes = value.partition(";")
+        return match.group(1) + _COOKIE_PAIR.sub(_keep_name, first) + sep + attributes
+    return match.group(1) + _COOKIE_PAIR.sub(_keep_name, value)
+
+
+def _keep_name(match: re.Match[str]) -> str:
+    return match.group(1) + _MASK
+
+
+# aiohttp's HTTP parser errors (LineTooLong, BadHttpMessage, InvalidHeader...) quote the
+# raw bytes they choked on, which may be a header's value without its name (an over-long
+# "Authorization: Key ..." shows only "Key ..."; an obsolete folded line shows only its
+# continuation). No pattern can tell such a fragment is a secret, so in these exceptions'
+# texts every quoted literal is masked.
+_PARSER_ERROR_MODULE = "aiohttp.http_exceptions"
+_QUOTED = re.compile(r"""(b?)(['"])(?:(?!\2)[^\\]|\\.)*+\2""", re.DOTALL)
+
+
+def _echoes_raw_request(exc: BaseException) -> bool:
+    return any(cls.__module__ == _PARSER_ERROR_MODULE for cls in type(exc).__mro__)
+
+
+def _exception_chain(exc: BaseException | None) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain and len(chain) < 32:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _mask_raw_request(text: str, exceptions: list[BaseException]) -> str:
+    """Mask the quoted raw request bytes in the texts of HTTP parser errors within ``text``."""
+    for exc in exceptions:
+        if not _echoes_raw_request(exc):
+            continue
+        try:
+            raw = str(exc)
+        except Exception:
+            continue
+        if raw:
+            masked = _QUOTED.sub(lambda m: f"{m.group(1)}{m.group(2)}{_MASK}{m.group(2)}", raw)
+            text = text.replace(raw, masked)
+    return text
+
 
 # C0 controls except tab, DEL, C1 controls (NEL \x85, CSI \x9b) and the Unicode line and
 # paragraph separators: everything a terminal or a line splitter may treat specially.
@@ -88,7 +155,7 @@ def redact(text: str) -> str:
     """
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + _MASK, text)
-    return text
+    return _COOKIE_HEADER.sub(_mask_cookies, text)
 
 
 def escape_control(text: str) -> str:
@@ -122,11 +189,15 @@ class RedactingFilter(logging.Filter):
         except Exception:
             # Bad format arguments must not make logging raise into the caller.
             message = f"{record.msg!r} % {record.args!r} (unformattable log message)"
-        record.msg = redact(message)
+        args = record.args
+        arg_values = args.values() if isinstance(args, Mapping) else args or ()
+        logged = [a for a in arg_values if isinstance(a, BaseException)]
+        record.msg = redact(_mask_raw_request(message, logged))
         record.args = None
         if record.exc_info:
             if not record.exc_text:
-                record.exc_text = self._exception_formatter.formatException(record.exc_info)
+                text = self._exception_formatter.formatException(record.exc_info)
+                record.exc_text = _mask_raw_request(text, _exception_chain(record.exc_info[1]))
             record.exc_info = None
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
@@ -251,5 +322,9 @@ def configure_logging(
     for old in [h for h in root.handlers if isinstance(h, _HydrogenHandler)]:
         root.removeHandler(old)
         old.close()
-    root.addHandler(handler)
+    # First among the root's handlers: its filter redacts the record itself, so any
+    # handler called after it (a test's capture, a debugging aid) gets it redacted too.
+    # Logger filters would not do: a filter on the root logger never sees records
+    # propagated from child loggers (aiohttp.server, aiohttp.access, hydrogen.*).
+    root.handlers.insert(0, handler)
     root.setLevel(levelno)

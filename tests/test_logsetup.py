@@ -8,8 +8,10 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import http_exceptions
 
 from hydrogen.logsetup import (
     RedactingFilter,
@@ -194,14 +196,25 @@ def test_stream_is_journal_without_fileno() -> None:
         ("/ws?x=1&apikey=s3cr3t#frag", "/ws?x=1&apikey=***#frag"),
         ("/ws?API_KEY=s3cr3t HTTP/1.1", "/ws?API_KEY=*** HTTP/1.1"),
         ("Authorization: Key abc123", "Authorization: Key ***"),
-        ("authorization: Bearer eyJhbGc.x.y, next", "authorization: Bearer ***, next"),
+        # The rest of the value goes: schemes like Digest carry several secrets.
+        ("authorization: Bearer eyJhbGc.x.y, next", "authorization: Bearer ***"),
+        (
+            'Authorization: Digest username="u", response="6629fae4"',
+            "Authorization: Digest ***",
+        ),
+        ("Proxy-Authorization: Basic dTpw", "Proxy-Authorization: Basic ***"),
+        ('{"Authorization": "Key abc"}', '{"Authorization": "Key ***"}'),
         ("{'Authorization': 'Bearer tok'}", "{'Authorization': 'Bearer ***'}"),
         ("X-Api-Key: abc123", "X-Api-Key: ***"),
         ("{'X-Api-Key': 'abc123'}", "{'X-Api-Key': '***'}"),
+        # Every cookie's value, not only ours: other apps on the host share the cookie jar.
         (
             "Cookie: theme=dark; hydrogen_session=abcdef; x=1",
-            "Cookie: theme=dark; hydrogen_session=***; x=1",
+            "Cookie: theme=***; hydrogen_session=***; x=***",
         ),
+        ("{'Cookie': 'other_app=s3cr3t'}", "{'Cookie': 'other_app=***'}"),
+        ("/ws?token=s3cr3t&x=1", "/ws?token=***&x=1"),
+        ("/ws?access_token=s3cr3t", "/ws?access_token=***"),
         (
             "Set-Cookie: hydrogen_session=abcdef; HttpOnly; Path=/",
             "Set-Cookie: hydrogen_session=***; HttpOnly; Path=/",
@@ -343,3 +356,76 @@ def test_journal_priority_cannot_be_forged() -> None:
 def test_escape_control(raw: str, escaped: str) -> None:
     assert escape_control(raw) == escaped
     assert len(escape_control(raw).splitlines()) == 1
+
+
+# --- aiohttp's parser errors quote raw request bytes --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # An over-long Authorization header: only its value is quoted, no name to match.
+        lambda: http_exceptions.LineTooLong(b"Key s3cr3t-k3y" + b"a" * 90 + b"...", 8190),
+        # An obsolete folded header: the continuation line alone.
+        lambda: http_exceptions.InvalidHeader(b" s3cr3t-k3y"),
+        lambda: http_exceptions.BadHttpMessage("Unexpected whitespace:\n\n  b' s3cr3t-k3y'\n  ^"),
+        lambda: http_exceptions.BadStatusLine("GET /?%6Bey=s3cr3t-k3y HTTP/9"),
+    ],
+)
+def test_parser_error_text_is_masked(error: Any) -> None:
+    out = io.StringIO()
+    configure_logging("debug", "text", out)
+    try:
+        raise error()
+    except http_exceptions.HttpProcessingError as exc:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "h")
+        logging.getLogger("hydrogen.server").info("bad request: %s", exc)
+    got = lines(out)
+    assert len(got) == 2
+    assert all("s3cr3t" not in line for line in got), got
+    assert "***" in got[0] and "***" in got[1]
+
+
+def test_parser_error_as_a_cause_is_masked_too() -> None:
+    out = io.StringIO()
+    configure_logging("info", "text", out)
+    try:
+        try:
+            folded = b" " + b"s3cr3t-k3y"  # not on the raising line, as it is shown
+            raise http_exceptions.InvalidHeader(folded)
+        except http_exceptions.HttpProcessingError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError:
+        logging.getLogger("hydrogen.server").exception("failed")
+    [line] = lines(out)
+    assert "s3cr3t" not in line
+    assert "RuntimeError: wrapped" in line
+
+
+def test_other_exceptions_keep_their_quoted_text() -> None:
+    out = io.StringIO()
+    configure_logging("info", "text", out)
+    try:
+        raise KeyError("printer 'mk3'")
+    except KeyError:
+        logging.getLogger("hydrogen.printers").exception("lookup failed")
+    [line] = lines(out)
+    assert "printer 'mk3'" in line
+
+
+def test_our_handler_runs_first_so_every_root_handler_sees_redacted_records() -> None:
+    seen: list[str] = []
+
+    class Collector(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(self.format(record))
+
+    root = logging.getLogger()
+    earlier = Collector()
+    root.addHandler(earlier)  # installed before ours, as a test runner's capture is
+    try:
+        configure_logging("info", "text", io.StringIO())
+        logging.getLogger("aiohttp.access").info("GET /?token=%s", "s3cr3t")
+    finally:
+        root.removeHandler(earlier)
+    assert seen == ["GET /?token=***"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-SECRET_QUERY_PARAMS = frozenset({"key", "api_key", "apikey", "token"})
+SECRET_QUERY_PARAMS = frozenset(
+    {"key", "api_key", "api-key", "apikey", "token", "access_token", "password"}
+)
 
 
 def redacted_path(request: BaseRequest) -> str:
