@@ -1,10 +1,21 @@
 """G-code files in the state dir: safe names, atomic uploads, cached metadata.
 
-Uploads are written to a hidden temporary file in the same directory and
-renamed into place only when complete, so a failed, oversized or interrupted
-upload leaves nothing behind and a reader never sees half a file. Metadata
-(slicer estimates, line counts) is scanned once, off the event loop, and kept
-beside the file so listing stays cheap after a restart.
+Uploads are written to a hidden temporary file in the same directory
+(:meth:`FileStore.receive`) and renamed into place only once the whole request
+has passed every check (:meth:`FileStore.commit`), so a failed, oversized or
+interrupted upload leaves nothing behind, an existing file of that name is kept
+exactly as it was, and a reader never sees half a file. Commits, deletes and
+metadata writes of one name are serialised, so concurrent uploads of a name
+leave one of them with its own metadata. Metadata (slicer estimates, line
+counts) is scanned once, off the event loop, and kept beside the file with the
+file's identity (inode, size, mtime), so listing stays cheap after a restart and
+metadata never describes another file of the same name.
+
+A job pins its file while it is being checked (:meth:`FileStore.pin`) and
+verifies, in the same loop turn as its launch, that the name still holds the
+file it checked (:meth:`FileStore.verify`); from then on the job manager's
+``file_in_use`` keeps deletes and replacements away. Both checks run with no
+await between them and the rename or unlink they guard.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import secrets
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
@@ -29,6 +40,14 @@ GCODE_SUFFIXES = (".gcode", ".gco", ".g")
 MAX_NAME_LENGTH = 200
 _META_DIR = ".meta"
 _PART_PREFIX = ".upload-"
+
+#: Characters that look like a path separator but have no compatibility mapping to
+#: one (those that do, such as U+FF0F FULLWIDTH SOLIDUS, are caught by NFKC).
+_SLASH_LOOKALIKES = frozenset(
+    "\u2044\u2215\u2216\u2571\u2572\u27cb\u27cd\u29f5\u29f8\u29f9\u1735\u2cc6"
+)
+#: Characters that look like a full stop on the baseline without mapping to one.
+_DOT_LOOKALIKES = frozenset("\ua4f8\u0701\u0702\U00010a50\u2e31")
 
 
 class FileError(Exception):
@@ -41,27 +60,90 @@ class FileError(Exception):
         self.details = details
 
 
-def check_name(name: str) -> str:
-    """A plain file name we are willing to store, or FileError(400).
+def _refusal(char: str) -> str | None:
+    """Why ``char`` may not appear in a file name, or None.
 
-    Names come from clients (multipart filenames): no directories, no hidden
-    files, no control characters, a G-code suffix.
+    One rule: nothing invisible, and nothing that looks like a path separator, a dot
+    or a space without being one, so a name can never pass for a path or for
+    another file's name.
+    """
+    category = unicodedata.category(char)
+    if category[0] == "C":
+        return "an invisible control or formatting character"
+    if category in ("Zl", "Zp"):
+        return "a line break"
+    if category == "Zs" and char != " ":
+        return "it looks like a space"
+    if char in "./\\":
+        return None
+    compat = unicodedata.normalize("NFKC", char)
+    if char in _SLASH_LOOKALIKES or "/" in compat:
+        return "it looks like '/'"
+    if "\\" in compat:
+        return "it looks like '\\'"
+    if char in _DOT_LOOKALIKES or "." in compat:
+        return "it looks like '.'"
+    return None
+
+
+def _describe(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" {name}" if name else "")
+
+
+def _shown(name: str) -> str:
+    """The name with every refused character written as a ``\\uXXXX`` escape."""
+    return "".join(
+        (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}") if _refusal(c) else c
+        for c in name[:80]
+    )
+
+
+def check_name(name: str) -> str:
+    """A plain file name we are willing to store (NFC-normalised), or FileError(400).
+
+    Names come from clients (multipart filenames, URLs, requests): no directories,
+    no hidden files, no character that is invisible or that looks like a path
+    separator, a dot or a space without being one (the first such character is
+    named in the error), a G-code suffix. Names are stored and shown in NFC, so a
+    decomposed ``é`` and a precomposed one are the same name.
     """
     if not isinstance(name, str) or not name:
         raise FileError(400, "a file name is required")
-    name = unicodedata.normalize("NFC", name)
+    try:
+        name = unicodedata.normalize("NFC", name)
+    except ValueError:  # lone surrogates from a hostile URL
+        raise FileError(400, "file names must be valid Unicode") from None
+    for position, char in enumerate(name):
+        why = _refusal(char)
+        if why is not None:
+            raise FileError(
+                400,
+                f"file names must not contain {_describe(char)} ({why})",
+                name=_shown(name),
+                character=f"U+{ord(char):04X}",
+                position=position,
+            )
     if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
         raise FileError(400, "file names must not contain paths or start with '.'", name=name[:80])
-    if len(name) > MAX_NAME_LENGTH or len(name.encode("utf-8", "surrogatepass")) > 240:
+    if name.startswith(" "):
+        raise FileError(400, "file names must not start with a space", name=name[:80])
+    if len(name) > MAX_NAME_LENGTH or len(name.encode("utf-8")) > 240:
         # filesystems limit names to 255 bytes, not characters
         raise FileError(400, f"file names are limited to {MAX_NAME_LENGTH} characters")
-    if any(unicodedata.category(c).startswith("C") for c in name):
-        raise FileError(400, "file names must not contain control characters")
     if not name.lower().endswith(GCODE_SUFFIXES):
         raise FileError(
             400, f"only G-code files ({', '.join(GCODE_SUFFIXES)}) are accepted", name=name[:80]
         )
     return name
+
+
+#: What identifies one file on disk: a replacement or a rewrite changes it.
+Identity = tuple[int, int, int, int]
+
+
+def _identity(stat: os.stat_result) -> Identity:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -70,6 +152,8 @@ class StoredFile:
     size_bytes: int
     uploaded_at: float
     metadata: GcodeMetadata
+    #: the file these figures describe (not part of the API)
+    identity: Identity | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,11 +164,33 @@ class StoredFile:
         }
 
 
+@dataclass
+class Upload:
+    """A received upload in its hidden temporary file, not yet visible."""
+
+    name: str
+    part: Path
+    size: int
+    metadata: GcodeMetadata
+    identity: Identity
+    committed: bool = False
+
+    def discard(self) -> None:
+        """Remove the temporary file (a no-op once committed)."""
+        if not self.committed:
+            with contextlib.suppress(OSError):
+                self.part.unlink()
+
+
 class FileStore:
     def __init__(self, directory: Path, *, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self._cache: dict[str, StoredFile] = {}
+        #: one lock per name while it is in use: commits, deletes and metadata
+        #: writes of one name never interleave
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
 
     def prepare(self) -> None:
         """Create the directories and remove uploads a crash left half-written."""
@@ -96,23 +202,27 @@ class FileStore:
     def path(self, name: str) -> Path:
         return self.directory / check_name(name)
 
-    async def save(
-        self,
-        name: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        may_replace: Callable[[str], str | None] | None = None,
-    ) -> StoredFile:
-        """Stream an upload to disk; only a complete, in-limit upload appears.
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._lock_users[name] = self._lock_users.get(name, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[name] -= 1
+            if not self._lock_users[name]:
+                del self._lock_users[name], self._locks[name]
 
-        ``may_replace(name)`` returns why the name must not be replaced now (a job
-        prints or waits for that file), or None; the upload is then refused (409).
-        """
+    # -- uploads ------------------------------------------------------------------------
+    async def receive(self, name: str, chunks: AsyncIterator[bytes]) -> Upload:
+        """Stream an upload into a hidden temporary file and scan it; nothing is
+        visible until :meth:`commit`. On failure the temporary file is gone."""
         name = check_name(name)
         part = self.directory / f"{_PART_PREFIX}{secrets.token_hex(8)}"
         size = 0
         try:
-            handle = await asyncio.to_thread(open, part, "wb")
+            handle = await asyncio.to_thread(open, part, "xb")
             try:
                 async for chunk in chunks:
                     size += len(chunk)
@@ -123,42 +233,108 @@ class FileStore:
                             max_bytes=self.max_bytes,
                         )
                     await asyncio.to_thread(handle.write, chunk)
+                await asyncio.to_thread(handle.flush)
+                identity = _identity(os.fstat(handle.fileno()))
             finally:
                 await asyncio.to_thread(handle.close)
             if size == 0:
                 raise FileError(400, "the uploaded file is empty")
             metadata = await asyncio.to_thread(scan_gcode, part)
-            # Checked here, with no await before the replace: a job that started or
-            # was queued during the upload is seen.
-            busy = None if may_replace is None else may_replace(name)
-            if busy is not None:
-                raise FileError(409, busy, name=name)
-            os.replace(part, self.directory / name)
         except BaseException:
             with contextlib.suppress(OSError):
                 part.unlink()
             raise
-        stored = StoredFile(name, size, time.time(), metadata)
-        await asyncio.to_thread(self._write_meta, stored)
-        self._cache[name] = stored
+        return Upload(name, part, size, metadata, identity)
+
+    async def commit(
+        self,
+        upload: Upload,
+        *,
+        may_replace: Callable[[str], str | None] | None = None,
+        check: Callable[[Path], str | None] | None = None,
+    ) -> StoredFile:
+        """Rename a received upload into place, replacing a file of that name.
+
+        ``check(path)`` (run on the temporary file, off the loop) returns why the file
+        must not be stored, or None: it is then refused (409) and an existing file of
+        that name is kept. ``may_replace(name)`` returns why the name must not be
+        replaced now (a job prints or waits for that file), or None: refused (409).
+        On any failure the upload is discarded and the stored file is untouched.
+        """
+        name = upload.name
+        try:
+            if check is not None:
+                problem = await asyncio.to_thread(check, upload.part)
+                if problem is not None:
+                    raise FileError(409, f"{name} cannot be printed: {problem}", name=name)
+            async with self._locked(name):
+                # Checked here, with no await before the replace: a job that started
+                # or was queued during the upload is seen.
+                busy = None if may_replace is None else may_replace(name)
+                if busy is not None:
+                    raise FileError(409, busy, name=name)
+                os.replace(upload.part, self.directory / name)
+                upload.committed = True
+                stored = StoredFile(
+                    name, upload.size, time.time(), upload.metadata, upload.identity
+                )
+                self._cache[name] = stored
+                # Under the lock: the metadata on disk is that of the file just stored,
+                # whatever other upload of this name commits next.
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self._write_meta, stored)
+        finally:
+            upload.discard()
         return stored
+
+    async def save(
+        self,
+        name: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        may_replace: Callable[[str], str | None] | None = None,
+    ) -> StoredFile:
+        """:meth:`receive` then :meth:`commit`, for a whole upload in one step."""
+        upload = await self.receive(name, chunks)
+        return await self.commit(upload, may_replace=may_replace)
 
     def _write_meta(self, stored: StoredFile) -> None:
         meta = self.directory / _META_DIR / (stored.name + ".json")
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "uploaded_at": stored.uploaded_at,
-                    "size_bytes": stored.size_bytes,
-                    "metadata": stored.metadata.as_dict(),
-                }
-            )
-        )
-        os.replace(tmp, meta)
+        data: dict[str, Any] = {
+            "uploaded_at": stored.uploaded_at,
+            "size_bytes": stored.size_bytes,
+            "metadata": stored.metadata.as_dict(),
+        }
+        if stored.identity is not None:
+            data["inode"], data["mtime_ns"] = stored.identity[1], stored.identity[3]
+        # a temporary name of its own: two writers never share (and steal) one
+        tmp = meta.with_name(f"{meta.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, meta)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
+    # -- reading ------------------------------------------------------------------------
     async def get(self, name: str) -> StoredFile:
         name = check_name(name)
+        stat = await self._stat(name)
+        cached = self._cache.get(name)
+        if cached is not None and cached.identity == _identity(stat):
+            return cached
+        async with self._locked(name):
+            # again under the lock: a commit of this name may just have finished
+            stat = await self._stat(name)
+            cached = self._cache.get(name)
+            if cached is not None and cached.identity == _identity(stat):
+                return cached
+            stored = await asyncio.to_thread(self._load_or_scan, name, stat)
+            self._cache[name] = stored
+            return stored
+
+    async def _stat(self, name: str) -> os.stat_result:
         path = self.directory / name
         try:
             # lstat: a symlink planted in the files dir must not expose what it points at
@@ -170,28 +346,31 @@ class FileStore:
             raise FileError(400, f"cannot read {name!r}: {exc.strerror}", name=name) from None
         if not S_ISREG(stat.st_mode):
             raise FileError(404, f"no file named {name!r}", name=name)
-        cached = self._cache.get(name)
-        if cached is not None and cached.size_bytes == stat.st_size:
-            return cached
-        stored = await asyncio.to_thread(self._load_or_scan, name, stat)
-        self._cache[name] = stored
-        return stored
+        return stat
 
     def _load_or_scan(self, name: str, stat: os.stat_result) -> StoredFile:
         meta = self.directory / _META_DIR / (name + ".json")
+        identity = _identity(stat)
         try:
             data = json.loads(meta.read_text())
-            if data["size_bytes"] == stat.st_size:
+            if data["size_bytes"] == stat.st_size and (
+                # metadata written before identities were kept: size only
+                "inode" not in data
+                or (data["inode"] == stat.st_ino and data["mtime_ns"] == stat.st_mtime_ns)
+            ):
                 return StoredFile(
                     name,
                     stat.st_size,
                     data["uploaded_at"],
                     GcodeMetadata.from_dict(data["metadata"]),
+                    identity,
                 )
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        # Copied in by hand or metadata lost: scan once and remember.
-        stored = StoredFile(name, stat.st_size, stat.st_mtime, scan_gcode(self.directory / name))
+        # Copied in by hand, rewritten in place or metadata lost: scan once and remember.
+        stored = StoredFile(
+            name, stat.st_size, stat.st_mtime, scan_gcode(self.directory / name), identity
+        )
         with contextlib.suppress(OSError):
             self._write_meta(stored)
         return stored
@@ -211,18 +390,112 @@ class FileStore:
         for entry in os.scandir(self.directory):
             if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
                 with contextlib.suppress(FileError):
-                    out.append(check_name(entry.name))
+                    # a name on disk that is not its own normal form (copied in by hand)
+                    # could not be fetched by the name shown: not listed
+                    if check_name(entry.name) == entry.name:
+                        out.append(entry.name)
         return out
 
-    async def delete(self, name: str) -> None:
+    # -- pinning for jobs ---------------------------------------------------------------
+    async def pin(self, name: str) -> Pin:
+        """Hold ``name``'s file open, with its metadata, while a job checks it.
+
+        Use as ``with await store.pin(name) as stored:``; call :meth:`verify` inside,
+        right before registering the job, with no await in between.
+        """
         name = check_name(name)
+        path = self.directory / name
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            await asyncio.to_thread((self.directory / name).unlink)
+            fd = await asyncio.to_thread(os.open, path, flags)
         except FileNotFoundError:
             raise FileError(404, f"no file named {name!r}", name=name) from None
+        except OSError as exc:
+            # a symlink (ELOOP) or something else that is not a plain file we may read
+            await self._stat(name)  # the clearer error: 404 or 400
+            raise FileError(400, f"cannot read {name!r}: {exc.strerror}", name=name) from None
+        pin = Pin(fd)
+        try:
+            pinned = os.fstat(fd)
+            if not S_ISREG(pinned.st_mode):
+                raise FileError(404, f"no file named {name!r}", name=name)
+            stored = await self.get(name)
+            if stored.identity != _identity(pinned):
+                raise _replaced(name)
+        except BaseException:
+            pin.close()
+            raise
+        pin.stored = stored
+        return pin
+
+    def verify(self, stored: StoredFile) -> None:
+        """Synchronously: the name still holds the file ``stored`` describes, or
+        FileError 404 (deleted since) or 409 (replaced since)."""
+        try:
+            stat = os.lstat(self.directory / stored.name)
+        except FileNotFoundError:
+            raise FileError(
+                404, f"{stored.name} was deleted while the job was starting", name=stored.name
+            ) from None
+        if _identity(stat) != stored.identity:
+            raise _replaced(stored.name)
+
+    # -- deleting -----------------------------------------------------------------------
+    async def delete(
+        self, name: str, *, may_delete: Callable[[str], str | None] | None = None
+    ) -> None:
+        """Remove a file. ``may_delete(name)`` returns why it must not go now (a job
+        prints or waits for it), or None; checked with no await before the removal."""
+        name = check_name(name)
+        path = self.directory / name
+        trash = self.directory / f"{_PART_PREFIX}{secrets.token_hex(8)}"
+        async with self._locked(name):
+            busy = None if may_delete is None else may_delete(name)
+            if busy is not None:
+                raise FileError(409, busy, name=name)
+            try:
+                if not S_ISREG(os.lstat(path).st_mode):
+                    raise FileNotFoundError
+                # a rename is instant; freeing a large file's blocks happens off the loop
+                os.rename(path, trash)
+            except FileNotFoundError:
+                self._cache.pop(name, None)
+                raise FileError(404, f"no file named {name!r}", name=name) from None
+            self._cache.pop(name, None)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread((self.directory / _META_DIR / (name + ".json")).unlink)
         with contextlib.suppress(OSError):
-            (self.directory / _META_DIR / (name + ".json")).unlink()
-        self._cache.pop(name, None)
+            await asyncio.to_thread(trash.unlink)
+
+
+def _replaced(name: str) -> FileError:
+    return FileError(
+        409, f"{name} was replaced while the job was starting: start it again", name=name
+    )
+
+
+class Pin:
+    """An open handle on a stored file: while held, its inode cannot be reused, so a
+    name that still shows that inode at :meth:`FileStore.verify` held it throughout."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self.stored: StoredFile | None = None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StoredFile:
+        assert self.stored is not None
+        return self.stored
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def safe_download_name(name: str) -> str:

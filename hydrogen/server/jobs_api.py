@@ -16,8 +16,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hydrogen import __version__
-from hydrogen.jobs.files import FileError, safe_download_name
-from hydrogen.jobs.job import JobError
+from hydrogen.jobs.files import FileError, StoredFile, Upload, safe_download_name
+from hydrogen.jobs.job import JobError, check_file
 from hydrogen.jobs.manager import JobManager
 from hydrogen.protocol import ErrorCode, ProtocolError, Role
 from hydrogen.server import auth
@@ -50,59 +50,64 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _receive_upload(request: web.Request) -> tuple[Any, dict[str, str]]:
-    """Stream the multipart ``file`` to the store; collect the small form fields."""
+async def _receive_upload(request: web.Request) -> tuple[StoredFile, dict[str, str]]:
+    """Receive the multipart ``file`` into a temporary file and collect the small
+    form fields; only once the whole body has arrived and passed every check does
+    the file replace one of the same name. Any failure leaves the stored file as it
+    was."""
     manager = request.app[JOBS]
     limit = manager.files.max_bytes
     if request.content_length is not None and request.content_length > limit + _MULTIPART_SLACK:
         raise FileError(413, f"file larger than {limit} bytes", max_bytes=limit)
     if not request.content_type.startswith("multipart/"):
         raise FileError(400, "send the file as multipart/form-data in a field named 'file'")
-    saved: list[str] = []
+    received: list[Upload] = []
     try:
-        return await _read_parts(request, saved)
-    except BaseException as exc:
-        # The file part may already be stored when the body breaks after it (bad framing,
-        # or the client gone while sending the fields that follow): a failed upload
-        # leaves nothing behind.
-        for name in saved:
-            with contextlib.suppress(FileError, OSError):
-                await manager.files.delete(name)
-        if isinstance(exc, HttpProcessingError | ValueError | AssertionError):
-            # Hostile or broken framing (bad part headers, NUL bytes): a client error.
+        try:
+            fields = await _read_parts(request, received)
+        except (HttpProcessingError, ValueError, AssertionError) as exc:
+            # Hostile or broken framing (bad part headers, NUL bytes, no closing
+            # boundary, a body cut short): a client error.
             message = getattr(exc, "message", None) or str(exc)
             raise FileError(
                 400, "malformed multipart body", reason=str(message).splitlines()[0][:120]
             ) from None
-        if isinstance(exc, ConnectionError):
+        except ConnectionError:
             # The client went away mid-upload: routine, not a server error.
             raise FileError(400, "the upload was interrupted") from None
-        raise
+        # A file sent to be printed is checked line by line first, as job_start would:
+        # an unprintable re-upload must not replace a printable file.
+        check = check_file if fields.get("print", "").lower() in _TRUE else None
+        stored = await manager.files.commit(
+            received[0], may_replace=manager.file_in_use, check=check
+        )
+    finally:
+        for upload in received:
+            upload.discard()
+    return stored, fields
 
 
-async def _read_parts(request: web.Request, saved: list[str]) -> tuple[Any, dict[str, str]]:
+async def _read_parts(request: web.Request, received: list[Upload]) -> dict[str, str]:
+    """Read the whole body: the ``file`` part into ``received`` (not yet stored), the
+    other fields returned. Returns only once the closing boundary has been read."""
     manager = request.app[JOBS]
     reader = await request.multipart()
-    stored = None
     fields: dict[str, str] = {}
     async for part in reader:
         if not isinstance(part, BodyPartReader):
             continue
         if part.name == "file":
-            if stored is not None:
+            if received:
                 raise FileError(400, "one file per upload")
-            stored = await manager.files.save(
-                part.filename or "", _chunks(part), may_replace=manager.file_in_use
-            )
-            saved.append(stored.name)
+            received.append(await manager.files.receive(part.filename or "", _chunks(part)))
         elif part.name and len(fields) < 16:
             fields[part.name] = (await part.read_chunk(1024)).decode("utf-8", "replace").strip()
-    if stored is None:
+    if not received:
         raise FileError(400, "no multipart field named 'file'")
-    return stored, fields
+    return fields
 
 
-async def _start_if_asked(request: web.Request, stored: Any, fields: dict[str, str]) -> Any:
+async def _start_if_asked(request: web.Request, stored: StoredFile, fields: dict[str, str]) -> Any:
     if fields.get("print", "").lower() not in _TRUE:
         return None
     manager = request.app[JOBS]
@@ -205,12 +210,9 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     auth.require(request, Role.CONTROL)
     manager = request.app[JOBS]
-    name = request.match_info["name"]
-    busy = manager.file_in_use(name)
-    if busy is not None:
-        return json_error(409, ErrorCode.CONFLICT, busy, {"name": name})
     try:
-        await manager.files.delete(name)
+        # the in-use check and the removal happen with no await between them
+        await manager.files.delete(request.match_info["name"], may_delete=manager.file_in_use)
     except FileError as exc:
         return _file_error(exc)
     return web.Response(status=204)
