@@ -143,11 +143,16 @@ class JobManager:
 
     async def start_job(self, printer_name: str, file: str) -> Job:
         printer = self.printers.get(printer_name)
-        stored = await self.files.get(file)
-        path = self.files.path(stored.name)
-        problem = await asyncio.to_thread(check_file, path)
-        if problem:
-            raise JobError(f"{stored.name} cannot be printed: {problem}")
+        # The file is held open while its lines are checked, then verified to be still
+        # the one under its name (a delete or re-upload meanwhile: 404 or 409); with
+        # no await from there to the registration below, file_in_use() then keeps
+        # deletes and replacements away until the job ends.
+        with await self.files.pin(file) as stored:
+            path = self.files.path(stored.name)
+            problem = await asyncio.to_thread(check_file, path)
+            if problem:
+                raise JobError(f"{stored.name} cannot be printed: {problem}")
+            self.files.verify(stored)
         job = Job(printer=printer.name, file=stored.name, path=path, metadata=stored.metadata)
         # From here to the launch nothing awaits: two requests cannot both see an idle printer.
         if printer.name in self.runners:
@@ -425,5 +430,7 @@ def _as_protocol_errors(request: Request) -> Any:
     except JobError as exc:
         raise ProtocolError(ErrorCode.CONFLICT, str(exc), request_id=request.id) from None
     except FileError as exc:
-        code = ErrorCode.NOT_FOUND if exc.status == 404 else ErrorCode.INVALID_MESSAGE
+        code = {404: ErrorCode.NOT_FOUND, 409: ErrorCode.CONFLICT}.get(
+            exc.status, ErrorCode.INVALID_MESSAGE
+        )
         raise ProtocolError(code, exc.message, exc.details, request_id=request.id) from None
