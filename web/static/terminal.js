@@ -1,8 +1,8 @@
 /* A printer's serial terminal: the log, the command line and its history.
  *
  * The log follows new lines only while the reader is at its bottom. Someone who
- * scrolled up to read stays where they are (lines dropped off the top are taken
- * out of the scroll offset too) and a "new lines" button offers the way back.
+ * scrolled up to read stays where they are: new lines wait (the newest 500) until
+ * they come back down, and a "new lines" button counts them and offers the way back.
  */
 
 import { el, setHidden, setText } from "./dom.js";
@@ -74,7 +74,7 @@ export class Terminal {
     details.addEventListener("toggle", () => {
       if (details.open) {
         client.subscribe(this.topic);
-        if (this.follow) this.toBottom();
+        this.toBottom();
         if (canControl()) this.input.focus();
       } else {
         client.unsubscribe(this.topic);
@@ -97,15 +97,20 @@ export class Terminal {
   /** Who moves the log: the reader (stop following) or us (keep following). */
   watchScrolling() {
     const log = this.log;
-    const away = () => { this.follow = false; };
+    // Stop at once when the reader starts to go up, before the scroll event says so.
+    const away = () => {
+      if (log.scrollTop > 0) this.follow = false;
+    };
     log.addEventListener("wheel", (event) => { if (event.deltaY < 0) away(); }, { passive: true });
     log.addEventListener("touchstart", away, { passive: true });
     log.addEventListener("keydown", (event) => {
       if (["ArrowUp", "PageUp", "Home"].includes(event.key)) away();
     });
     log.addEventListener("scroll", () => {
-      this.follow = this.distanceFromBottom() <= BOTTOM_SLACK;
-      if (this.follow) this.seen();
+      const follow = this.distanceFromBottom() <= BOTTOM_SLACK;
+      if (follow === this.follow) return;
+      this.follow = follow;
+      if (follow) this.schedule(); // back at the bottom: what waited comes in
     }, { passive: true });
   }
 
@@ -113,15 +118,16 @@ export class Terminal {
     return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight;
   }
 
+  /** Follow again: show what waited and scroll to the newest line. */
   toBottom() {
     this.follow = true;
-    this.log.scrollTop = this.log.scrollHeight;
-    this.seen();
-  }
-
-  seen() {
     this.unseen = 0;
     setHidden(this.more, true);
+    if (this.queue.length) {
+      this.flush(); // calls back here with an empty queue
+      return;
+    }
+    this.log.scrollTop = this.log.scrollHeight;
   }
 
   recall(event) {
@@ -142,42 +148,46 @@ export class Terminal {
     }
   }
 
-  /** Queue a line; lines are added to the page once per frame, however fast they come. */
+  /**
+   * Queue a line. Lines reach the page once per animation frame however fast they
+   * come, and only while the reader follows: someone reading further up sees
+   * nothing move, and a button counts what is waiting below.
+   */
   line(kind, text) {
     this.queue.push([kind, String(text)]);
     if (this.queue.length > TERMINAL_LINES) this.queue.splice(0, this.queue.length - TERMINAL_LINES);
+    if (!this.follow) this.unseen += 1;
+    this.schedule();
+  }
+
+  schedule() {
     if (!this.flushing) this.flushing = requestAnimationFrame(() => this.flush());
   }
 
   flush() {
     this.flushing = 0;
+    if (!this.follow) {
+      if (this.unseen) {
+        setText(this.more, `↓ ${fmt.count(this.unseen)} new line${this.unseen === 1 ? "" : "s"}`);
+        setHidden(this.more, false);
+      }
+      return;
+    }
     const lines = this.queue;
     this.queue = [];
     if (!lines.length) return;
     const log = this.log;
-    const follow = this.follow;
-    const rows = lines.map(([kind, text]) => {
+    log.append(...lines.map(([kind, text]) => {
       const row = el("div", `term-line ${kind}`);
       const dir = el("span", "term-dir", ARROWS[kind] || "•");
       dir.setAttribute("aria-hidden", "true");
       row.append(dir, el("span", "visually-hidden", SPOKEN[kind] || ""), el("span", "term-text", text));
       return row;
-    });
-    log.append(...rows);
-    const excess = log.childElementCount - TERMINAL_LINES;
-    if (excess > 0) {
-      const before = follow ? 0 : log.scrollHeight;
-      for (let i = 0; i < excess; i += 1) log.firstElementChild.remove();
-      // What the reader is looking at must not slide up under them.
-      if (!follow) log.scrollTop -= before - log.scrollHeight;
+    }));
+    for (let excess = log.childElementCount - TERMINAL_LINES; excess > 0; excess -= 1) {
+      log.firstElementChild.remove();
     }
-    if (follow) {
-      this.toBottom();
-    } else {
-      this.unseen += rows.length;
-      setText(this.more, `↓ ${fmt.count(this.unseen)} new line${this.unseen === 1 ? "" : "s"}`);
-      setHidden(this.more, false);
-    }
+    this.toBottom();
   }
 
   note(text) {
@@ -202,6 +212,7 @@ export class Terminal {
     this.historyIndex = this.history.length;
     this.draft = "";
     this.input.value = "";
+    this.toBottom(); // whoever sends a command wants to see its answer
     const echoed = this.client.topics.has(this.topic);
     const first = gcode.split("\n")[0];
     try {
