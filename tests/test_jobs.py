@@ -300,6 +300,7 @@ async def test_exactly_once_under_injected_corruption(job_gateway):
     sim.reset_digest()
     resends = printer.stats.resends
     sim.faults.corrupt_ratio = 0.05
+    sim.faults.corrupt_run_limit = 3
     await run_job(ws, "noisy.gcode")
     done = await wait_job(ws, "completed", "failed", timeout=60)
     sim.faults.corrupt_ratio = 0.0

@@ -129,6 +129,10 @@ class Faults:
 
     corrupt_ratio: float = 0.0
     """Fraction of numbered lines treated as corrupted in transit (checksum mismatch)."""
+    corrupt_run_limit: int | None = None
+    """Never corrupt one line number more than this many times in a row (None: no
+    limit). Random noise can reject a line past the host's resend limit, which rightly
+    ends the link; a test of recovery sets this to stay below it."""
     drop_next_ok: int = 0
     """Swallow the next k lines that start with ``ok`` (the commands still run)."""
     silent: bool = False
@@ -244,6 +248,7 @@ class SimulatedPrinter:
         # never shifts which lines a seeded run corrupts.
         self._fault_rng = random.Random(None if seed is None else f"{seed}/faults")
         self._noise_rng = random.Random(None if seed is None else f"{seed}/noise")
+        self._corrupt_run = (-1, 0)  # (line number, times corrupted in a row)
         self.uuid = str(uuid.UUID(int=random.Random(seed).getrandbits(128), version=4))
 
         self.heaters: dict[str, Heater] = {}
@@ -711,10 +716,7 @@ class SimulatedPrinter:
                 if n2 >= 0:
                     n_text = line[n2 + 1 :]
             number = _strtol(n_text)
-            corrupted = (
-                self.faults.corrupt_ratio > 0
-                and self._fault_rng.random() < self.faults.corrupt_ratio
-            )
+            corrupted = self._corrupt(number)
             if number != self._last_n + 1 and m110 < 0:
                 self._line_error(_ERR_LINE_NO)
                 return
@@ -735,6 +737,19 @@ class SimulatedPrinter:
             return
         self._accept(command)
         await self._execute(command)
+
+    def _corrupt(self, number: int) -> bool:
+        """Whether line ``number`` arrives corrupted (the fault switches decide)."""
+        faults = self.faults
+        if faults.corrupt_ratio <= 0 or self._fault_rng.random() >= faults.corrupt_ratio:
+            self._corrupt_run = (number, 0)
+            return False
+        run = self._corrupt_run[1] + 1 if self._corrupt_run[0] == number else 1
+        if faults.corrupt_run_limit is not None and run > faults.corrupt_run_limit:
+            self._corrupt_run = (number, 0)
+            return False
+        self._corrupt_run = (number, run)
+        return True
 
     def _accept(self, command: str) -> None:
         data = command.encode("utf-8", "surrogateescape")
