@@ -284,8 +284,9 @@ def firmware_stream(executed: list[tuple[int | None, str]]) -> list[str]:
 @pytest.mark.parametrize("banner", [True, False], ids=["start-banner", "no-banner"])
 async def test_handshake_reaches_ready(op_gateway, banner):
     """With its ``start`` banner (a board that resets on open) and without (the setting
-    ``simulateReset`` off: the gateway waits out banner_timeout, then handshakes)."""
-    _, printer, vp = await op_gateway({"simulateReset": banner}, printer={"banner_timeout": 2.0})
+    ``simulateReset`` off: a board that says nothing until asked), with the default
+    banner_timeout. The spawn -> ready time is printed (``-s``)."""
+    _, printer, vp = await op_gateway({"simulateReset": banner})
     assert printer.firmware is not None
     assert printer.firmware.name == "Virtual Marlin 1.0"
     assert printer.firmware.capabilities.get("AUTOREPORT_TEMP") is True
