@@ -890,3 +890,26 @@ def test_interrupt_wait_sends_nothing_when_no_wait_runs() -> None:
     proto.data_to_send(0.0)
     assert proto.interrupt_wait() == ()  # homing cannot be broken
     assert proto.data_to_send(0.0) == b""
+
+
+def test_an_answer_on_the_ok_line_is_the_commands_response() -> None:
+    """OctoPrint's virtual printer and Smoothieware answer M114 on the ok line."""
+    proto = connected()
+    proto.send("M114", tag="where")
+    proto.data_to_send(0.0)
+    (ack,) = of(feed(proto, "ok X:0.0 Y:0.0 Z:0.0 E:0.0 Count: A:0 B:0 C:0\n"), CommandAcknowledged)
+    assert ack.response == ("X:0.0 Y:0.0 Z:0.0 E:0.0 Count: A:0 B:0 C:0",)
+    proto.send("G1 X1", tag="move")
+    proto.data_to_send(0.0)
+    (ack,) = of(feed(proto, "ok 0\n"), CommandAcknowledged)
+    assert ack.response == ()  # "ok 0" is only an ok
+
+
+def test_repetier_expected_line_error_is_a_line_number_error() -> None:
+    proto = connected()
+    proto.send("G1 X1", tag="a")
+    proto.data_to_send(0.0)
+    events = feed(proto, "Error: expected line 2 got 3\nResend:2\nok\n")
+    (error,) = of(events, FirmwareError)
+    assert error.kind == "line_number" and not error.fatal
+    assert of(events, Resending)

@@ -372,7 +372,7 @@ def _classify_error(message: str) -> tuple[ErrorKind, bool]:
     low = message.lower()
     if "checksum" in low or "no line number" in low:
         return "checksum", False
-    if "line number" in low:
+    if "line number" in low or "expected line" in low:  # Repetier: "expected line 5 got 6"
         return "line_number", False
     thermal = ("mintemp", "maxtemp", "thermal runaway", "heating failed", "malfunction")
     if any(word in low for word in thermal):
@@ -983,7 +983,12 @@ class MarlinProtocol:
         if not self._in_flight:
             self._unexpected_oks += 1
             return
-        if heaters is not None and _command_word(self._in_flight[0].text) == "M105":
+        if heaters is not None:
+            if _command_word(self._in_flight[0].text) == "M105":
+                self._add_response(payload)
+        elif payload and not payload.isdigit() and not _ADVANCED_OK.match(payload):
+            # an answer on the ok line itself: OctoPrint's virtual printer and
+            # Smoothieware answer M114 as "ok X:0.0 Y:0.0 ..." ("ok 0" is just an ok)
             self._add_response(payload)
         count = 1
         if match := _ADVANCED_OK.match(payload):
