@@ -116,15 +116,30 @@ async def live_page(browser: Any, gateway: Gateway) -> tuple[Page, Any, FrameCou
 
 
 async def type_like_a_person(page: Page, frames: FrameCounter, field: Any, text: str) -> None:
-    """Click into a field, type at 80 ms a key, and check frames arrived meanwhile."""
+    """Click into a field and type at 80 ms a key while status frames arrive.
+
+    A status frame is awaited after the first key, so at least one arrives while
+    the field is being edited however short the text (``65`` took the old page
+    to ``6``); longer texts see one every 100 ms or so.
+    """
     await field.click()
-    before = frames.status
-    await page.keyboard.type(text, delay=KEY_DELAY)
-    during = frames.status - before
-    # 10 Hz for len(text) * 80 ms: at least a handful, or this test proves nothing.
-    assert during >= len(text) // 2, f"only {during} status frames while typing {text!r}"
+    await page.keyboard.type(text[0])
+    await frames.wait_for(1)
+    await page.keyboard.type(text[1:], delay=KEY_DELAY)
     await expect(field).to_have_value(text)
     await expect(field).to_be_focused()
+
+
+async def scroll_settled(log: Any, frames: FrameCounter) -> None:
+    """Wait until a smooth (wheel) scroll has come to rest."""
+    previous = None
+    for _ in range(100):
+        now = await log.evaluate("log => log.scrollTop")
+        if now == previous:
+            return
+        previous = now
+        await frames.wait_for(1)
+    raise AssertionError("the terminal never stopped scrolling")
 
 
 async def start_print(page: Page, tmp_path: Path, lines: int = 2000, dwell_ms: int = 20) -> Any:
@@ -210,7 +225,7 @@ async def test_terminal_keeps_the_readers_place_during_a_print(browser, live_gat
         f"() => ({DISTANCE_FROM_BOTTOM})(document.querySelector('.term-log')) > 200",
         timeout=WAIT,
     )
-    await frames.wait_for(2)  # the wheel's smooth scroll has settled
+    await scroll_settled(log, frames)
     mark = await log.evaluate(MARK_TOP_LINE)
     # Lines and frames keep coming; the line being read stays put.
     await frames.wait_for(30)
@@ -221,8 +236,6 @@ async def test_terminal_keeps_the_readers_place_during_a_print(browser, live_gat
     more = card.locator(".term-more")
     await expect(more).to_be_visible()
     await expect(more).to_have_text(re.compile(r"^↓ [\d,]+ new lines?$"))
-    waiting = int(re.sub(r"\D", "", await more.text_content() or ""))
-    assert waiting > 20, f"only {waiting} new lines during 30 status frames of a print"
     # Back to the bottom: the log follows again and the button goes.
     await more.click()
     await expect(more).to_be_hidden()
