@@ -126,6 +126,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hydrogen: config error: {exc}", file=sys.stderr)
         return 2
+    # Before any file or socket is opened: the connection caps are derived from it.
+    from hydrogen.server.gate import raise_open_files_limit
+
+    files = raise_open_files_limit()
     try:
         lock = StateLock.acquire(config.state_dir)
     except StateDirBusy as exc:
@@ -141,13 +145,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"hydrogen: {exc}", file=sys.stderr)
             return 1
         try:
-            return _serve_bound(config, sockets)
+            return _serve_bound(config, sockets, files)
         finally:
             for sock in sockets:
                 sock.close()
 
 
-def _serve_bound(config: Config, sockets: list[socket.socket]) -> int:
+def _serve_bound(
+    config: Config,
+    sockets: list[socket.socket],
+    files: tuple[int, int, str | None] | None = None,
+) -> int:
     try:
         config, generated = ensure_generated_key(config)
     except ConfigError as exc:
@@ -156,6 +164,12 @@ def _serve_bound(config: Config, sockets: list[socket.socket]) -> int:
     from hydrogen.logsetup import configure_logging
 
     configure_logging(config.log.level, config.log.format)
+    if files is not None:
+        before, after, problem = files
+        if problem is not None:
+            log.warning("cannot raise the open files limit from %d: %s", before, problem)
+        elif after != before:
+            log.info("open files limit raised from %d to %d", before, after)
     # A watchdog kill (SIGABRT) then leaves the stuck loop's stack in the journal.
     faulthandler.enable()
     try:
@@ -228,6 +242,7 @@ async def serve(
     from hydrogen.sdnotify import Notifier, watchdog_loop
     from hydrogen.server.accesslog import RedactingAccessLogger
     from hydrogen.server.app import create_app
+    from hydrogen.server.gate import GATE, Acceptor
 
     if sockets is None:
         try:
@@ -244,9 +259,13 @@ async def serve(
     gateway = Gateway(config)
     printers = PrinterManager(gateway)
     app = create_app(gateway, printers, JobManager(gateway, printers))
-    runner = web.AppRunner(
-        app, access_log_class=RedactingAccessLogger, handle_signals=False, shutdown_timeout=5.0
-    )
+    # aiohttp's keep-alive timer starts at connection_made and after every response and
+    # is not extended by received bytes: the deadline for a request's complete headers.
+    handler_args: dict[str, Any] = {
+        "access_log_class": RedactingAccessLogger,
+        "keepalive_timeout": config.limits.header_timeout,
+    }
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, **handler_args)
     try:
         await runner.setup()  # starts printers and opens the job history
     except (sqlite3.Error, RuntimeError, OSError) as exc:
@@ -255,8 +274,23 @@ async def serve(
         for sock in sockets:
             sock.close()
         return 2
-    for sock in sockets:
-        await web.SockSite(runner, sock).start()
+    assert runner.server is not None
+    gate = app[GATE]
+    acceptor = Acceptor(gate, runner.server, handler_args)
+    acceptor.start(sockets)
+    budget = gate.budget
+    log.info(
+        "connection limits: %d connections (open files limit %d, %d kept for printers, "
+        "database, uploads and logs), %d WebSockets, %d waiting for a request (%d per "
+        "address), %.0f s to send a request's headers",
+        budget.connections,
+        budget.open_files,
+        budget.reserve,
+        budget.websockets,
+        budget.pending,
+        budget.pending_per_ip,
+        config.limits.header_timeout,
+    )
     hosts = _hosts(config)
     ports = sorted({sock.getsockname()[1] for sock in sockets})
     port = ports[0] if ports else config.server.port
@@ -281,6 +315,7 @@ async def serve(
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watchdog
+    acceptor.stop()
     await runner.cleanup()
     notifier.close()
     log.info("stopped")

@@ -77,8 +77,16 @@ class ServerConfig:
 @dataclass(frozen=True)
 class LimitsConfig:
     max_frame_bytes: int = 64 * 1024
+    #: WebSocket connections in total; lowered at start to fit the open files limit.
     max_connections: int = 1024
     max_connections_per_ip: int = 64
+    #: Connections that have not completed a request (fresh, or keep-alive between
+    #: requests), in total (at most a quarter of the connection budget) and per address.
+    max_pending_connections: int = 128
+    max_pending_per_ip: int = 16
+    #: Seconds a connection has, from its accept or its previous response, to send
+    #: the complete headers of a request; then it is closed (slowloris).
+    header_timeout: float = 10.0
     messages_per_second: float = 20.0
     message_burst: int = 40
     queue_limit: int = 256
@@ -90,6 +98,8 @@ class LimitsConfig:
             "max_frame_bytes",
             "max_connections",
             "max_connections_per_ip",
+            "max_pending_connections",
+            "max_pending_per_ip",
             "message_burst",
             "queue_limit",
             "drop_limit",
@@ -101,6 +111,12 @@ class LimitsConfig:
             f"{path}.messages_per_second",
             "must be > 0",
             self.messages_per_second,
+        )
+        _check(
+            0.5 <= self.header_timeout <= 3600,
+            f"{path}.header_timeout",
+            "must be 0.5..3600 s",
+            self.header_timeout,
         )
         _check(
             self.heartbeat_seconds >= 0,

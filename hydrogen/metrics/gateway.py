@@ -19,6 +19,7 @@ from prometheus_client.core import (
 
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
+from hydrogen.server.gate import ConnectionGate
 
 
 class GatewayCollector:
@@ -85,3 +86,44 @@ class GatewayCollector:
                 "Seconds the last host sample took.",
                 value=snapshot.sample_duration_seconds,
             )
+
+
+class ConnectionGateCollector:
+    """Every TCP connection the gate holds, and the caps derived from the file budget."""
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        gate = self._gate
+        budget = gate.budget
+        open_ = GaugeMetricFamily(
+            "hydrogen_tcp_connections",
+            "Open TCP connections (WebSocket, HTTP and waiting ones), by state.",
+            labels=["state"],
+        )
+        open_.add_metric(["waiting"], gate.waiting_total)
+        open_.add_metric(["busy"], gate.open - gate.waiting_total)
+        yield open_
+        yield CounterMetricFamily(
+            "hydrogen_tcp_connections_accepted",
+            "TCP connections admitted by the gate since start.",
+            value=gate.accepted,
+        )
+        yield CounterMetricFamily(
+            "hydrogen_tcp_connections_evicted",
+            "Waiting connections closed to make room for a newcomer from another address.",
+            value=gate.evicted,
+        )
+        limits = GaugeMetricFamily(
+            "hydrogen_connection_limit",
+            "Connection caps in force, derived from the open files limit.",
+            labels=["limit"],
+        )
+        limits.add_metric(["open_files"], budget.open_files)
+        limits.add_metric(["reserved_files"], budget.reserve)
+        limits.add_metric(["max_connections_total"], budget.connections)
+        limits.add_metric(["max_connections"], budget.websockets)
+        limits.add_metric(["max_pending_connections"], budget.pending)
+        limits.add_metric(["max_pending_per_ip"], budget.pending_per_ip)
+        yield limits

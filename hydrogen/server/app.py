@@ -14,11 +14,19 @@ from prometheus_client.exposition import choose_encoder
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.manager import JobManager
+from hydrogen.metrics.gateway import ConnectionGateCollector
 from hydrogen.metrics.registry import build_registry
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import Role
 from hydrogen.server import auth, dashboard, jobs_api, printers_api
 from hydrogen.server.errors import error_middleware
+from hydrogen.server.gate import (
+    GATE,
+    ConnectionGate,
+    file_budget,
+    gate_middleware,
+    open_files_limit,
+)
 from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
 from hydrogen.server.limits import ConnectionLimiter
 from hydrogen.server.ws import close_all, is_websocket_upgrade, websocket_handler
@@ -84,11 +92,20 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(
     gateway: Gateway, printers: PrinterManager | None = None, jobs: JobManager | None = None
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    # The gate's middleware first: it sees every request, refused ones included.
+    app = web.Application(middlewares=[gate_middleware, error_middleware], client_max_size=1024**2)
     limits = gateway.config.limits
+    budget = file_budget(limits, len(gateway.config.printers), open_files_limit())
+    gate = ConnectionGate(budget, refused=gateway.connections.refused_by_reason)
     app[GATEWAY] = gateway
-    app[LIMITER] = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+    app[GATE] = gate
+    app[LIMITER] = ConnectionLimiter(budget.websockets, limits.max_connections_per_ip)
     app[SOCKETS] = weakref.WeakSet()
+    # One gate per app: a second app on the same gateway replaces the first one's figures.
+    gateway.metric_collectors[:] = [
+        c for c in gateway.metric_collectors if not isinstance(c, ConnectionGateCollector)
+    ]
+    gateway.metric_collectors.append(ConnectionGateCollector(gate))
     app[REGISTRY] = build_registry(gateway)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket_handler)
