@@ -221,3 +221,21 @@ def test_api_key_comes_from_a_credential(service: dict[str, list[str]]) -> None:
 def test_parse_unit_handles_repeats_and_continuations() -> None:
     entries = parse_unit("[Service]\n# c\nA=1\nA=2\nB=x \\\n  y\n; c\n")
     assert entries == [("Service", "A", "1"), ("Service", "A", "2"), ("Service", "B", "x y")]
+
+
+def test_open_files_limit_keeps_the_configured_connection_caps(
+    service: dict[str, list[str]],
+) -> None:
+    """The gateway cannot raise RLIMIT_NOFILE under the unit (setrlimit is in the denied
+    @resources), so LimitNOFILE= must be set, soft = hard, high enough that the caps
+    derived from it are the configured ones (docs/protocol.md §8.5)."""
+    from hydrogen.config import LimitsConfig
+    from hydrogen.server.gate import file_budget
+
+    value = last(service, "LimitNOFILE")
+    assert value is not None and value.isdigit(), value  # one number: soft and hard
+    limits = LimitsConfig()
+    budget = file_budget(limits, printers=8, open_files=int(value))
+    assert budget.websockets == limits.max_connections
+    assert budget.pending == limits.max_pending_connections
+    assert "@resources" in " ".join(service["SystemCallFilter"])
