@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+from hydrogen.jobs.job import check_file
 from hydrogen.printers.printer import PrinterState
 from tests.conftest import connect, receive_json, receive_until, subscribe
 from tests.hostile._files_support import (
@@ -28,7 +29,7 @@ from tests.test_printers import wait_state
 
 __all__ = ["job_gateway"]  # the fixture, re-used
 
-ROUNDS = 4
+ROUNDS = 6
 
 
 async def _start(client, ws, via: str, name: str, rid: str) -> tuple[bool, int | str, dict]:
@@ -85,9 +86,16 @@ async def test_job_start_and_a_delete_or_replace_never_both_win(
         small, small_commands = gcode(rng, rng.randint(5, 30), tag=f"small {round_}")
         contender = rng.choice(("delete", "replace"))
         via = rng.choice(("ws", "http"))
-        delay = rng.uniform(0.0, 0.08)
+        share = rng.uniform(0.15, 0.6)
+        assert (await upload(client, name, big)).status == 201, where
+        # Aim inside the start's line check: time one check of this file (a calibration
+        # of when to send the contender, not an assertion) and send it at a seeded
+        # share of that.
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.to_thread(check_file, files_dir / name)
+        delay = share * (loop.time() - began)
         context = f"{where} round={round_} {via} start vs {contender} after {delay:.3f}s"
-        assert (await upload(client, name, big)).status == 201, context
         await wait_state(printer, PrinterState.READY)
         sim.reset_digest()
 
