@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         "--link", required=True, metavar="PATH", help="symlink to create pointing at the pty"
     )
     sim.add_argument("--seed", type=int, default=None)
+    faults = sim.add_argument_group("faults (line noise, from the seeded fault stream)")
+    faults.add_argument(
+        "--corrupt-ratio", type=float, default=0.0, metavar="R", help="lines arriving corrupted"
+    )
+    faults.add_argument(
+        "--drop-ok-ratio", type=float, default=0.0, metavar="R", help="oks lost on the way"
+    )
     sim.set_defaults(func=cmd_simulator)
     return parser
 
@@ -364,14 +371,15 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     Stopping is how a simulator always ends (systemd, a test harness, a shell), so
     it is a clean exit that removes the link, not a death by signal (143).
     """
-    from hydrogen.printers.simulator import run_simulator
+    from hydrogen.printers.simulator import Faults, run_simulator
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run_simulator(args.link, seed=args.seed, stop=stop)
+        faults = Faults(corrupt_ratio=args.corrupt_ratio, drop_ok_ratio=args.drop_ok_ratio)
+        await run_simulator(args.link, seed=args.seed, stop=stop, faults=faults)
 
     print(f"simulated printer on {args.link}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -210,8 +210,12 @@ class PrinterConfig:
     baud: int = 115200
     #: Lines in flight before waiting for ``ok`` (1 is what every firmware handles).
     window: int = 1
-    ok_timeout: float = 10.0
+    #: Seconds without an ``ok`` before a line's ok counts as lost and a probe goes out.
+    ok_timeout: float = 5.0
     long_command_timeout: float = 600.0
+    #: Seconds a firmware may stay silent through repeated probes after a stall before
+    #: the link is declared lost (a lost ok is recovered, never a reason to end a print).
+    link_timeout: float = 30.0
     #: Seconds between temperature reports (M155 autoreport, else M105 polling).
     temperature_interval: float = 2.0
     #: Seconds to wait for the firmware banner after opening the port (boards reset on open).
@@ -239,6 +243,7 @@ class PrinterConfig:
         for name in (
             "ok_timeout",
             "long_command_timeout",
+            "link_timeout",
             "temperature_interval",
             "banner_timeout",
             "handshake_timeout",

@@ -24,6 +24,7 @@ from hydrogen.printers.marlin import (
     LineReceived,
     LineSent,
     LinkFailed,
+    LinkRecovered,
     LinkStalled,
     MarlinProtocol,
     ProbeSent,
@@ -477,21 +478,62 @@ def test_slow_ok_is_not_mistaken_for_a_lost_one() -> None:
     assert proto.data_to_send(11.1) == frame(4, "G1 X2")
 
 
-def test_silent_firmware_fails_after_probe() -> None:
-    proto = stalled()
+def probe_until_failed(
+    proto: MarlinProtocol, start: float, end: float
+) -> list[tuple[float, bytes]]:
+    """Step the clock by 0.5 s from `start` to `end` with a silent firmware; return
+    (time, bytes written) for every write."""
+    writes = []
+    now = start
+    while now <= end and not proto.failed:
+        proto.check_timeouts(now)
+        if data := proto.data_to_send(now):
+            writes.append((now, data))
+        now += 0.5
+    return writes
+
+
+def test_silent_firmware_is_probed_with_backoff_then_fails() -> None:
+    proto = stalled()  # stall noticed at 10.5, probe N3 written
     feed(proto, "T:21.0 /0.0 B:20.0 /0.0 @:0 B@:0\n", 15.0)  # auto-reports do not help
-    proto.check_timeouts(20.0)
-    assert not of(proto.next_events(), LinkFailed)
-    proto.check_timeouts(20.6)
+    writes = probe_until_failed(proto, 11.0, 60.0)
+    # each probe's answer may be lost too: ask again after 2, 4, 8, 16 s
+    assert writes == [(12.5, frame(4, "M105")), (16.5, frame(5, "M105")), (24.5, frame(6, "M105"))]
     (failed,) = of(proto.next_events(), LinkFailed)
-    assert "probe" in failed.reason
+    assert "silent" in failed.reason and "4 probes" in failed.reason
     assert failed.lost_tags == ("move", "next")
-    assert proto.data_to_send(21.0) == b""
+    assert proto.data_to_send(41.0) == b""
     proto.send("G1 X3", tag="late")
-    assert proto.data_to_send(21.0) == b""
-    assert proto.begin_handshake(22.0) == ["late"]
+    assert proto.data_to_send(41.0) == b""
+    assert proto.begin_handshake(42.0) == ["late"]
     assert not proto.failed
-    assert proto.data_to_send(22.0) == frame(0, "M110 N0")
+    assert proto.data_to_send(42.0) == frame(0, "M110 N0")
+
+
+def test_lost_oks_and_lost_probe_answers_recover() -> None:
+    """The stalled line's ok and the first probe's answer are both lost; the second
+    probe's answer settles everything, each line once, and says it recovered."""
+    proto = stalled()
+    assert probe_until_failed(proto, 11.0, 12.5) == [(12.5, frame(4, "M105"))]
+    events = feed(proto, "ok T:21.0 /0.0 B:20.0 /0.0 @:0 B@:0\n", 13.0)
+    assert acks(events) == ["move"]
+    (recovered,) = of(events, LinkRecovered)
+    assert recovered.oks_lost == 2 and recovered.probes == 2 and recovered.seconds == 2.5
+    assert proto.data_to_send(13.0) == frame(5, "G1 X2")
+    assert acks(feed(proto, "ok\n", 13.1)) == ["next"]
+    assert not proto.failed
+
+
+def test_busy_keep_alives_restart_the_silence_clock() -> None:
+    proto = stalled()
+    now = 11.0
+    while now < 70.0:
+        proto.check_timeouts(now)
+        proto.data_to_send(now)
+        if now % 5 == 0:
+            feed(proto, "echo:busy: processing\n", now)
+        now += 0.5
+    assert not proto.failed  # working, not gone
 
 
 def test_bare_ok_probe_answer_is_retired_on_timeout() -> None:
@@ -746,7 +788,7 @@ def test_begin_handshake_returns_dropped_tags() -> None:
 
 def test_start_revives_a_failed_link() -> None:
     proto = stalled()
-    proto.check_timeouts(30.0)
+    probe_until_failed(proto, 11.0, 60.0)
     assert proto.failed
     feed(proto, "start\n")
     assert not proto.failed

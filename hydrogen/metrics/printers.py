@@ -64,6 +64,11 @@ class PrinterCollector:
                 "Times the link was opened again after a loss.",
                 labels=["printer"],
             ),
+            "recoveries": CounterMetricFamily(
+                "hydrogen_printer_link_recoveries",
+                "Times the firmware answered again after lost oks (the link was kept).",
+                labels=["printer"],
+            ),
         }
         errors = CounterMetricFamily(
             "hydrogen_printer_errors",

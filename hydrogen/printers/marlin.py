@@ -59,7 +59,13 @@ Lost ``ok`` (timeouts)
     numbering). A bare ``ok`` still acknowledges the oldest line (it was just slow; the
     probe's own ok follows). If the probe becomes the oldest line and times out after at
     least one ``ok`` arrived since it was sent, that ``ok`` was its own and it is
-    retired; with no ``ok`` at all, `LinkFailed`.
+    retired. A probe whose own answer is lost too (noise does not stop at one line) is
+    followed by another, numbered after it, with backoff (`PROBE_TIMEOUT`, doubled each
+    time): the firmware's answer to any of them settles all. Only a firmware that stays
+    silent through `MIN_PROBES` probes *and* ``link_timeout`` seconds after the stall
+    was noticed ends the link with `LinkFailed`; a ``busy:`` keep-alive restarts that
+    clock (the firmware is working). The first answer after a stall emits
+    `LinkRecovered`.
 
 Keep-alives
     ``echo:busy: processing`` / ``busy: paused for user`` (Marlin's
@@ -129,6 +135,7 @@ __all__ = [
     "LineReceived",
     "LineSent",
     "LinkFailed",
+    "LinkRecovered",
     "LinkStalled",
     "MarlinProtocol",
     "ProbeSent",
@@ -152,6 +159,11 @@ HISTORY_SIZE: Final = 64
 ERROR_GROUP_GRACE: Final = 0.5
 # A `wait` this long after the oldest line was sent proves that line's ok was lost.
 WAIT_MEANS_IDLE_AFTER: Final = 2.0
+# Seconds the first stall probe waits for its answer; each further probe waits twice
+# as long as the one before.
+PROBE_TIMEOUT: Final = 2.0
+# Unanswered probes before a silent firmware may be declared lost (with link_timeout).
+MIN_PROBES: Final = 3
 
 # Commands that legitimately run for minutes before their ok.
 LONG_COMMANDS: Final = frozenset(
@@ -273,6 +285,17 @@ class LinkStalled:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkRecovered:
+    """The firmware answered again after a stall. `oks_lost`: lines whose ``ok`` never
+    came and that the answer proved executed; `probes`: probes sent; `seconds`: from
+    noticing the stall to the answer."""
+
+    oks_lost: int
+    probes: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeSent:
     """The stall probe went out, past the window."""
 
@@ -302,6 +325,7 @@ Event = (
     | ActionCommand
     | Resending
     | LinkStalled
+    | LinkRecovered
     | ProbeSent
     | LinkFailed
 )
@@ -472,6 +496,7 @@ class MarlinProtocol:
         window: int = 1,
         ok_timeout: float = 10.0,
         long_command_timeout: float = 300.0,
+        link_timeout: float = 30.0,
         max_resends: int = 5,
         probe_command: str = "M105",
     ) -> None:
@@ -480,6 +505,7 @@ class MarlinProtocol:
         self._window = window
         self._ok_timeout = ok_timeout
         self._long_timeout = long_command_timeout
+        self._link_timeout = link_timeout
         self._max_resends = max_resends
         self._probe_command = validate_gcode(probe_command)
 
@@ -499,6 +525,11 @@ class MarlinProtocol:
         self._interrupt_wanted = False
         self._probe: _Line | None = None
         self._oks_since_probe = 0
+        #: when the current stall was noticed, and its probes so far (recovery stats)
+        self._stall_started: float | None = None
+        self._stall_probes = 0
+        self._stall_oks_lost = 0
+        self._probes_unanswered = 0
         self._swallow_oks = 0
         self._resend_target: int | None = None
         self._resend_attempts = 0
@@ -679,19 +710,31 @@ class MarlinProtocol:
             return
         probe = self._probe
         if probe is not None and probe.written:
-            if now < probe.deadline:
+            if now < probe.deadline or self._probe_wanted:
                 return
             if self._oks_since_probe and self._in_flight[0] is probe:
                 # The ok we credited to the stalled line was the probe's own.
                 self._oks_assumed_lost += 1
+                self._stall_oks_lost += 1
                 self._retire(1, now)
                 return
-            self._fail(f"no answer to the probe N{probe.number} within {probe.timeout:g}s")
+            self._probes_unanswered += 1
+            assert self._stall_started is not None
+            silent = now - self._stall_started
+            if self._probes_unanswered >= MIN_PROBES and silent >= self._link_timeout:
+                self._fail(
+                    f"no answer for {silent:.0f}s: the firmware stayed silent through "
+                    f"{self._probes_unanswered} probes (last N{probe.number})"
+                )
+            else:
+                self._probe_wanted = True  # its answer may be lost too: ask again
             return
         oldest = self._in_flight[0]
         if now >= oldest.deadline and not self._probe_wanted:
             self._stall(
-                oldest, f"no ok for N{oldest.number} {oldest.text!r} within {oldest.timeout:g}s"
+                oldest,
+                f"no ok for N{oldest.number} {oldest.text!r} within {oldest.timeout:g}s",
+                now,
             )
 
     def next_timeout(self) -> float | None:
@@ -812,6 +855,9 @@ class MarlinProtocol:
         self._probe = line
         self._oks_since_probe = 0
         self._write(line, now, out)
+        # backoff: 2 s, 4 s, 8 s ... for the answer to each further probe
+        line.deadline = now + min(self._ok_timeout, PROBE_TIMEOUT) * 2**self._probes_unanswered
+        self._stall_probes += 1
         self._events.append(ProbeSent(line.text, _number(line)))
 
     # ---------------------------------------------------------------- state changes
@@ -837,6 +883,8 @@ class MarlinProtocol:
         self._probe_wanted = False
         self._interrupt_wanted = False
         self._oks_since_probe = 0
+        self._stall_started = None
+        self._probes_unanswered = 0
         self._swallow_oks = 0
         self._resend_target = None
         self._resend_attempts = 0
@@ -848,15 +896,28 @@ class MarlinProtocol:
         self._failed = True
         self._events.append(LinkFailed(reason, tuple(lost)))
 
-    def _stall(self, oldest: _Line, reason: str) -> None:
+    def _stall(self, oldest: _Line, reason: str, now: float) -> None:
         # Repeats of a resend request arrive within milliseconds; after a stall any
         # further request is genuine.
         self._stale_budget = 0
         self._probe_wanted = True
+        if self._stall_started is None:
+            self._stall_started = now
+            self._stall_probes = self._stall_oks_lost = self._probes_unanswered = 0
         self._events.append(LinkStalled(reason, oldest.number))
 
     def _retire(self, count: int, now: float) -> None:
         """Acknowledge the `count` oldest in-flight lines."""
+        if self._stall_started is not None:
+            self._events.append(
+                LinkRecovered(
+                    self._stall_oks_lost + count - 1,
+                    self._stall_probes,
+                    now - self._stall_started,
+                )
+            )
+            self._stall_started = None
+            self._probes_unanswered = 0
         for _ in range(count):
             line = self._in_flight.popleft()
             if line is self._probe:
@@ -885,6 +946,9 @@ class MarlinProtocol:
         return self._probe is not None and self._probe.written
 
     def _keep_alive(self, now: float) -> None:
+        if self._stall_started is not None:
+            self._stall_started = now  # working, not gone: the silence clock restarts
+            self._probes_unanswered = 0
         if self._in_flight:
             oldest = self._in_flight[0]
             oldest.deadline = max(oldest.deadline, now + self._ok_timeout)
@@ -1022,7 +1086,7 @@ class MarlinProtocol:
             and now - self._in_flight[0].sent_at >= WAIT_MEANS_IDLE_AFTER
         ):
             oldest = self._in_flight[0]
-            self._stall(oldest, f"firmware idle ('wait') with N{oldest.number} unacknowledged")
+            self._stall(oldest, f"firmware idle ('wait') with N{oldest.number} unacknowledged", now)
 
     def _handle_resend(self, number: int) -> None:
         self._swallow_oks += 1  # Marlin follows every Resend: with an ok

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import serial
 import serial_asyncio
@@ -64,6 +64,8 @@ class LinkStats:
     lines_received: int = 0
     resends: int = 0
     reconnects: int = 0
+    #: stalls the firmware answered again after (lost oks, lost probe answers)
+    recoveries: int = 0
     errors_by_kind: Counter[str] = field(default_factory=Counter)
     connected_since: float | None = None
 
@@ -317,6 +319,7 @@ class Printer:
             window=cfg.window,
             ok_timeout=cfg.ok_timeout,
             long_command_timeout=cfg.long_command_timeout,
+            link_timeout=cfg.link_timeout,
         )
         self._transport = transport
         self._link_lost = loop.create_future()
@@ -522,7 +525,7 @@ class Printer:
         else:
             self._set_state(PrinterState.READY, None)
 
-    def _handle(self, event: Any) -> None:
+    def _handle(self, event: marlin.Event) -> None:
         now = time.time()
         match event:
             case marlin.LineReceived(text=text):
@@ -570,8 +573,33 @@ class Printer:
                 self.stats.errors_by_kind["link"] += 1
                 self._fail_tags(lost, f"link failed: {reason}")
                 self._lose_link(reason)
+            case marlin.LinkStalled(reason=reason):
+                log.info("printer %s: %s; probing", self.name, reason)
+            case marlin.ProbeSent():
+                pass  # shown in the serial topic as a LineSent
+            case marlin.LinkRecovered():
+                self._recovered(event)
             case _:
-                pass
+                assert_never(event)
+
+    def _recovered(self, event: marlin.LinkRecovered) -> None:
+        """Lost oks are line noise, not a lost link: a warning and a counter."""
+        self.stats.recoveries += 1
+        text = (
+            f"{self.name}: the printer answered again after {event.seconds:.1f}s "
+            f"({event.oks_lost} lost ok{'s' if event.oks_lost != 1 else ''}, "
+            f"{event.probes} probe{'s' if event.probes != 1 else ''}); nothing was lost"
+        )
+        log.warning("printer %s", text)
+        self._notify(
+            "warning",
+            "printer_link_recovered",
+            text,
+            printer=self.name,
+            oks_lost=event.oks_lost,
+            probes=event.probes,
+            seconds=round(event.seconds, 1),
+        )
 
     # -- events -> state and frames ------------------------------------------------------
     def _publish_serial(self, direction: str, line: str, now: float) -> None:
@@ -701,6 +729,7 @@ class Printer:
                 "lines_received": self.stats.lines_received,
                 "resends": self.stats.resends,
                 "reconnects": self.stats.reconnects,
+                "recoveries": self.stats.recoveries,
                 "errors": dict(self.stats.errors_by_kind),
             },
         }

@@ -135,8 +135,12 @@ class Faults:
     ends the link; a test of recovery sets this to stay below it."""
     drop_next_ok: int = 0
     """Swallow the next k lines that start with ``ok`` (the commands still run)."""
+    drop_ok_ratio: float = 0.0
+    """Fraction of ``ok`` lines lost on the way to the host, drawn from the seeded fault
+    stream (the commands still run): line noise, as a flaky cable does it."""
     silent: bool = False
-    """A hung firmware: input is read and discarded, nothing is written."""
+    """A hung firmware: input is read and discarded, nothing is written. See also
+    `SimulatedPrinter.silence` for a hang that ends by itself."""
 
 
 @dataclass
@@ -363,6 +367,17 @@ class SimulatedPrinter:
         self._advance_physics()
         return self.heaters[name].actual
 
+    def silence(self, seconds: float) -> None:
+        """Hang for ``seconds`` of wall-clock time (input discarded, nothing written),
+        then carry on where it was, as a firmware stuck in a long blocking call does."""
+        assert self._loop is not None, "start() first"
+        self.faults.silent = True
+
+        def speak() -> None:
+            self.faults.silent = False
+
+        self._loop.call_later(seconds, speak)
+
     def reseed(self, seed: int) -> None:
         """Seed the fault and noise streams anew (tests seed a simulator the gateway
         built, so a failing run can be replayed)."""
@@ -539,8 +554,14 @@ class SimulatedPrinter:
         """Write one ``\\n``-terminated response line, honouring the faults."""
         if self._master is None or self.faults.silent:
             return
-        if line.startswith("ok") and self.faults.drop_next_ok > 0:
-            self.faults.drop_next_ok -= 1
+        if line.startswith("ok") and (
+            self.faults.drop_next_ok > 0
+            or (
+                self.faults.drop_ok_ratio > 0
+                and self._fault_rng.random() < self.faults.drop_ok_ratio
+            )
+        ):
+            self.faults.drop_next_ok = max(0, self.faults.drop_next_ok - 1)
             self.dropped_oks += 1
             return
         data = (line + "\n").encode("utf-8", "surrogateescape")
