@@ -193,9 +193,14 @@ class FileStore:
         self._lock_users: dict[str, int] = {}
 
     def prepare(self) -> None:
-        """Create the directories and remove uploads a crash left half-written."""
+        """Create the directories and remove what a crash left half-written (uploads,
+        deleted files not yet freed, metadata)."""
         (self.directory / _META_DIR).mkdir(parents=True, exist_ok=True)
-        for leftover in self.directory.glob(_PART_PREFIX + "*"):
+        leftovers = [
+            *self.directory.glob(_PART_PREFIX + "*"),
+            *(self.directory / _META_DIR).glob("*.tmp"),
+        ]
+        for leftover in leftovers:
             with contextlib.suppress(OSError):
                 leftover.unlink()
 
@@ -286,17 +291,6 @@ class FileStore:
         finally:
             upload.discard()
         return stored
-
-    async def save(
-        self,
-        name: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        may_replace: Callable[[str], str | None] | None = None,
-    ) -> StoredFile:
-        """:meth:`receive` then :meth:`commit`, for a whole upload in one step."""
-        upload = await self.receive(name, chunks)
-        return await self.commit(upload, may_replace=may_replace)
 
     def _write_meta(self, stored: StoredFile) -> None:
         meta = self.directory / _META_DIR / (stored.name + ".json")
