@@ -115,6 +115,40 @@ async def test_reads_arrive_and_a_hangup_is_reported():
     assert transport.is_closing()
 
 
+async def test_a_wake_up_with_nothing_to_read_is_not_an_unplug(pty_pair):
+    """pyserial sets VMIN=0, so a read of a tty with nothing in it returns no bytes
+    instead of EAGAIN: after a spurious wake-up, or when another program opened the
+    port too and read first. That is not a hang-up (a soak run lost its printer every
+    few seconds to it); only a tty that is really gone ends the link."""
+    master, path = pty_pair
+    transport, recorder = await open_port(path)
+    try:
+        for _ in range(5):
+            transport._read_ready()  # what the loop calls on a spurious wake-up
+        os.write(master, b"ok\n")
+        async with asyncio.timeout(5):
+            while bytes(recorder.data) != b"ok\n":
+                await asyncio.sleep(0.005)
+        assert not recorder.lost.done() and not transport.is_closing()
+    finally:
+        transport.close()
+
+
+async def test_a_port_in_use_cannot_be_opened_twice(pty_pair):
+    """Two readers of one port each get part of what the firmware says (a gateway
+    left running once took every other line from a new one): the port is locked."""
+    _, path = pty_pair
+    transport, _ = await open_port(path)
+    try:
+        with pytest.raises(serial.SerialException, match="exclusively lock"):
+            await open_port(path)
+    finally:
+        transport.close()
+    await asyncio.sleep(0)
+    second, _ = await open_port(path)  # free again once the first is closed
+    second.close()
+
+
 async def test_a_missing_device_raises_a_serial_error():
     with pytest.raises(serial.SerialException):
         await open_port("/dev/does-not-exist-hydrogen")

@@ -15,6 +15,7 @@ import enum
 import logging
 import os
 import random
+import termios
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -97,6 +98,7 @@ class EagerSerialTransport(serial_asyncio.SerialTransport):
     ) -> None:
         super().__init__(loop, protocol, port)
         self._fd: int | None = port.fileno() if type(port) is serial.Serial else None
+        self._empty_reads = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._fd is None or self._closing or self.get_write_buffer_size():
@@ -133,15 +135,46 @@ class EagerSerialTransport(serial_asyncio.SerialTransport):
             self._abort(serial.SerialException(f"read failed: {exc}"))
             return
         if data:
+            self._empty_reads = 0
             self._protocol.data_received(data)
-        else:
-            # what pyserial says too: EOF on a tty that polled readable
+            return
+        # pyserial sets VMIN=0, so "nothing to read now" is also a read of 0 bytes:
+        # after a spurious wake-up, or when another program has the port open and
+        # read first. Only a tty that is really gone (hung up: tcgetattr fails) is an
+        # unplug; a run of empty reads that never ends is treated as one too.
+        self._empty_reads += 1
+        if self._empty_reads > _MAX_EMPTY_READS or _tty_gone(self._fd):
             self._abort(serial.SerialException("device disconnected (read returned no data)"))
+        elif self._empty_reads == _EMPTY_READS_WARNING:
+            log.warning(
+                "%s: reads come back empty: is another program reading this port too?",
+                self._serial.port,
+            )
+
+
+#: Empty reads in a row after which a port that still answers tcgetattr counts as gone.
+_MAX_EMPTY_READS = 1000
+#: ... and after which the log says that something else may be reading the port.
+_EMPTY_READS_WARNING = 3
+
+
+def _tty_gone(fd: int) -> bool:
+    """A hung-up tty (USB unplugged, pty master closed) fails every ioctl with EIO."""
+    try:
+        termios.tcgetattr(fd)
+    except (termios.error, OSError):
+        return True
+    return False
 
 
 async def open_serial(config: PrinterConfig, protocol: asyncio.Protocol) -> asyncio.WriteTransport:
-    """Open the port with the eager transport above, feeding ``protocol``."""
-    port = serial.serial_for_url(config.device, baudrate=config.baud)
+    """Open the port with the eager transport above, feeding ``protocol``.
+
+    A local port is locked (pyserial's ``exclusive``: flock), so a second Hydrogen or
+    any other program that locks its ports cannot open it too; two readers of one
+    port each get part of what the firmware says, and neither can print."""
+    local = "://" not in config.device
+    port = serial.serial_for_url(config.device, baudrate=config.baud, exclusive=local or None)
     try:
         return EagerSerialTransport(asyncio.get_running_loop(), protocol, port)
     except BaseException:
