@@ -60,6 +60,14 @@ class FileError(Exception):
         self.details = details
 
 
+@dataclass(frozen=True, slots=True)
+class FileInUse:
+    """Why a file must not be replaced or deleted now, and the printer using it."""
+
+    reason: str
+    printer: str
+
+
 def _refusal(char: str) -> str | None:
     """Why ``char`` may not appear in a file name, or None.
 
@@ -255,7 +263,7 @@ class FileStore:
         self,
         upload: Upload,
         *,
-        may_replace: Callable[[str], str | None] | None = None,
+        may_replace: Callable[[str], FileInUse | None] | None = None,
         check: Callable[[Path], str | None] | None = None,
     ) -> StoredFile:
         """Rename a received upload into place, replacing a file of that name.
@@ -277,7 +285,7 @@ class FileStore:
                 # or was queued during the upload is seen.
                 busy = None if may_replace is None else may_replace(name)
                 if busy is not None:
-                    raise FileError(409, busy, name=name)
+                    raise FileError(409, busy.reason, name=name, printer=busy.printer)
                 os.replace(upload.part, self.directory / name)
                 upload.committed = True
                 stored = StoredFile(
@@ -436,7 +444,7 @@ class FileStore:
 
     # -- deleting -----------------------------------------------------------------------
     async def delete(
-        self, name: str, *, may_delete: Callable[[str], str | None] | None = None
+        self, name: str, *, may_delete: Callable[[str], FileInUse | None] | None = None
     ) -> None:
         """Remove a file. ``may_delete(name)`` returns why it must not go now (a job
         prints or waits for it), or None; checked with no await before the removal."""
@@ -446,7 +454,7 @@ class FileStore:
         async with self._locked(name):
             busy = None if may_delete is None else may_delete(name)
             if busy is not None:
-                raise FileError(409, busy, name=name)
+                raise FileError(409, busy.reason, name=name, printer=busy.printer)
             try:
                 if not S_ISREG(os.lstat(path).st_mode):
                     raise FileNotFoundError

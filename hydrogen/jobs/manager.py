@@ -19,7 +19,7 @@ from typing import Any
 from hydrogen import protocol
 from hydrogen.dispatch import Session
 from hydrogen.gateway import Gateway
-from hydrogen.jobs.files import FileError, FileStore
+from hydrogen.jobs.files import FileError, FileInUse, FileStore
 from hydrogen.jobs.job import Job, JobError, JobRunner, JobState, check_file
 from hydrogen.jobs.metadata import GcodeMetadata
 from hydrogen.jobs.store import JobRecord, JobStore
@@ -130,15 +130,16 @@ class JobManager:
         await self.store.close()
 
     # -- operations shared by WebSocket and HTTP ------------------------------------------
-    def file_in_use(self, name: str) -> str | None:
-        """Why ``name`` must not be replaced or deleted now: a job prints it or waits for
-        it (a queued job prints what is on disk when its turn comes), or None."""
+    def file_in_use(self, name: str) -> FileInUse | None:
+        """Why ``name`` must not be replaced or deleted now, and on which printer: a job
+        prints it or waits for it (a queued job prints what is on disk when its turn
+        comes), or None."""
         for printer, runner in self.runners.items():
             if runner.job.file == name and not runner.job.state.finished:
-                return f"{name} is printing on {printer}"
+                return FileInUse(f"{name} is printing on {printer}", printer)
         for printer, queue in self.queues.items():
             if any(job.file == name for job in queue):
-                return f"{name} is queued on {printer}"
+                return FileInUse(f"{name} is queued on {printer}", printer)
         return None
 
     async def start_job(self, printer_name: str, file: str) -> Job:
