@@ -955,3 +955,20 @@ def test_repetier_expected_line_error_is_a_line_number_error() -> None:
     (error,) = of(events, FirmwareError)
     assert error.kind == "line_number" and not error.fatal
     assert of(events, Resending)
+
+
+@pytest.mark.parametrize(("dwell", "seconds"), [("G4 P20", 0.02), ("G4 S3", 3.0), ("G4", 0.0)])
+def test_a_dwell_s_lost_ok_is_noticed_after_the_dwell_not_the_long_allowance(
+    dwell: str, seconds: float
+) -> None:
+    """A soak run stalled for ten minutes on one lost ok after ``G4 P20``: a dwell
+    says how long it takes."""
+    proto = connected(ok_timeout=5.0, long_command_timeout=600.0)
+    proto.send(dwell, tag="dwell")
+    proto.data_to_send(0.0)
+    assert proto.running_long_command == "G4"  # still shown as busy
+    proto.check_timeouts(5.0 + seconds - 0.1)
+    assert not of(proto.next_events(), LinkStalled)
+    proto.check_timeouts(5.0 + seconds + 0.1)
+    assert of(proto.next_events(), LinkStalled)
+    assert proto.data_to_send(5.0 + seconds + 0.1) == frame(3, "M105")

@@ -476,6 +476,18 @@ class _Line:
     response: list[str] = field(default_factory=list)
 
 
+_DWELL = re.compile(r"\s([PS])\s*(\d+(?:\.\d*)?)", re.IGNORECASE)
+
+
+def _dwell(text: str) -> float:
+    """Seconds a ``G4`` waits: ``P`` milliseconds or ``S`` seconds (Marlin takes the
+    last one given); none given: Marlin waits for nothing."""
+    seconds = 0.0
+    for unit, value in _DWELL.findall(text):
+        seconds = float(value) / 1000.0 if unit.upper() == "P" else float(value)
+    return seconds
+
+
 def _number(line: _Line) -> int:
     assert line.number is not None, "only written lines are numbered"
     return line.number
@@ -812,8 +824,12 @@ class MarlinProtocol:
         word: str | None = None,
         number: int | None = None,
     ) -> _Line:
-        """A line with the ok timeout its command deserves."""
+        """A line with the ok timeout its command deserves: a dwell says how long it
+        takes (``G4 P20`` is 20 ms, so its lost ok is noticed after ok_timeout, not
+        after the long-command allowance); other long commands get that allowance."""
         word = _command_word(text) if word is None else word
+        if word == "G4":
+            return _Line(text, tag, origin, self._ok_timeout + _dwell(text), word, number)
         if word in LONG_COMMANDS:
             return _Line(text, tag, origin, self._long_timeout, word, number)
         return _Line(text, tag, origin, self._ok_timeout, None, number)
