@@ -242,8 +242,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 ),
             ]
             started = time.monotonic()
+            last_moves, last_progress, longest_stall = 0, started, 0.0
             while time.monotonic() - started < args.minutes * 60:
                 await asyncio.sleep(5)
+                now = time.monotonic()
+                if sim.moves != last_moves:
+                    last_moves, last_progress = sim.moves, now
+                longest_stall = max(longest_stall, now - last_progress)
                 note(
                     f"moves {sim.moves} (lost {sim.lost}, twice {sim.duplicated}), runs "
                     f"{sim.runs}, oks dropped {sim.dropped_oks}, connections "
@@ -274,6 +279,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "moves_lost": sim.lost,
         "moves_duplicated": sim.duplicated,
         "runs_started": sim.runs,
+        "longest_stall_seconds": round(longest_stall),
         "oks_dropped_by_the_link": sim.dropped_oks,
         "link_recoveries": recoveries,
         "resends": resends,
