@@ -44,6 +44,20 @@ class Service(Protocol):
 StatusContributor = Callable[[], tuple[str, Any]]
 
 
+class Instruments(Protocol):
+    """What a manager bumps for metrics. Managers reach it as ``gateway.instruments`` and
+    never import ``hydrogen.metrics``; ``build_registry`` plugs in the one it exports."""
+
+    def observe_command(self, printer: str, seconds: float) -> None: ...
+
+
+class NoInstruments:
+    """Until a metrics registry is built: observations go nowhere."""
+
+    def observe_command(self, printer: str, seconds: float) -> None:
+        pass
+
+
 class Gateway:
     def __init__(self, config: Config, *, sampler: HostSampler | None = None) -> None:
         self.config = config
@@ -54,8 +68,8 @@ class Gateway:
         self.connections = ConnectionStats()
         self.shutting_down = False
         self._contributors: list[StatusContributor] = []
-        #: Extra prometheus collectors from printers and jobs (read at registry build).
-        self.metric_collectors: list[Any] = []
+        #: Counters and timings managers report (see :class:`Instruments`).
+        self.instruments: Instruments = NoInstruments()
         self._status_task: asyncio.Task[None] | None = None
         self._services: list[Service] = []
         self._register_core_handlers()

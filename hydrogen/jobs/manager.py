@@ -23,7 +23,6 @@ from hydrogen.jobs.files import FileError, FileInUse, FileStore
 from hydrogen.jobs.job import Job, JobError, JobRunner, JobState, check_file
 from hydrogen.jobs.metadata import GcodeMetadata
 from hydrogen.jobs.store import JobRecord, JobStore
-from hydrogen.metrics.jobs import JobCollector
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.printers.printer import Printer, PrinterState
 from hydrogen.protocol import ErrorCode, ProtocolError, Request, Role
@@ -58,7 +57,6 @@ class JobManager:
             printer.reset_listeners.append(self._printer_reset_listener(printer))
             printer.action_listeners.append(self._printer_action_listener(printer))
         gateway.add_service(self)
-        gateway.metric_collectors.append(JobCollector(self))
         gateway.add_status_contributor(self._summary)
         d = gateway.dispatcher
         d.register("jobs", self._on_jobs)

@@ -8,122 +8,165 @@ status frames.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
+from hydrogen.metrics.families import FamilySpec, describe
 from hydrogen.server.gate import ConnectionGate
 
+BUILD = FamilySpec("hydrogen_build", "info", "Version of the running gateway.")
+START_TIME = FamilySpec("hydrogen_start_time_seconds", "gauge", "Unix time the gateway started.")
+CONNECTIONS_ACTIVE = FamilySpec(
+    "hydrogen_connections_active", "gauge", "Open WebSocket connections."
+)
+CONNECTIONS = FamilySpec(
+    "hydrogen_connections", "counter", "WebSocket connections accepted since start."
+)
+CONNECTIONS_REFUSED = FamilySpec(
+    "hydrogen_connections_refused",
+    "counter",
+    "WebSocket handshakes refused, by reason.",
+    ("reason",),
+)
+REQUESTS = FamilySpec(
+    "hydrogen_requests", "counter", "Client frames processed, by request type.", ("type",)
+)
+ERRORS = FamilySpec("hydrogen_errors", "counter", "Error replies sent, by error code.", ("code",))
+FRAMES_PUBLISHED = FamilySpec(
+    "hydrogen_frames_published", "counter", "Frames published to the hub."
+)
+FRAMES_SENT = FamilySpec("hydrogen_frames_sent", "counter", "Frames written to WebSocket clients.")
+FRAMES_DROPPED = FamilySpec(
+    "hydrogen_frames_dropped", "counter", "Frames dropped for clients that read too slowly."
+)
+SLOW_DISCONNECTS = FamilySpec(
+    "hydrogen_slow_client_disconnects",
+    "counter",
+    "Clients disconnected because their backlog overflowed.",
+)
+STATUS_SAMPLE_DURATION = FamilySpec(
+    "hydrogen_status_sample_duration_seconds", "gauge", "Seconds the last host sample took."
+)
 
-class GatewayCollector:
+#: Every family :class:`GatewayCollector` exports, in exposition order.
+FAMILIES: tuple[FamilySpec, ...] = (
+    BUILD,
+    START_TIME,
+    CONNECTIONS_ACTIVE,
+    CONNECTIONS,
+    CONNECTIONS_REFUSED,
+    REQUESTS,
+    ERRORS,
+    FRAMES_PUBLISHED,
+    FRAMES_SENT,
+    FRAMES_DROPPED,
+    SLOW_DISCONNECTS,
+    STATUS_SAMPLE_DURATION,
+)
+
+TCP_CONNECTIONS = FamilySpec(
+    "hydrogen_tcp_connections",
+    "gauge",
+    "Open TCP connections (WebSocket, HTTP and waiting ones), by state.",
+    ("state",),
+)
+TCP_ACCEPTED = FamilySpec(
+    "hydrogen_tcp_connections_accepted",
+    "counter",
+    "TCP connections admitted by the gate since start.",
+)
+TCP_EVICTED = FamilySpec(
+    "hydrogen_tcp_connections_evicted",
+    "counter",
+    "Waiting connections closed to make room for a newcomer from another address.",
+)
+CONNECTION_LIMIT = FamilySpec(
+    "hydrogen_connection_limit",
+    "gauge",
+    "Connection caps in force, derived from the open files limit.",
+    ("limit",),
+)
+
+#: Every family :class:`ConnectionGateCollector` exports, in exposition order.
+GATE_FAMILIES: tuple[FamilySpec, ...] = (
+    TCP_CONNECTIONS,
+    TCP_ACCEPTED,
+    TCP_EVICTED,
+    CONNECTION_LIMIT,
+)
+
+
+def _single(spec: FamilySpec, value: float) -> Metric:
+    family = spec.family()
+    family.add_metric([], value)
+    return family
+
+
+def _by_label(spec: FamilySpec, counts: dict[str, int]) -> Metric:
+    family = spec.family()
+    for label, count in sorted(counts.items()):
+        family.add_metric([label], count)
+    return family
+
+
+class GatewayCollector(Collector):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
+    def describe(self) -> Iterable[Metric]:
+        return describe(FAMILIES)
+
     def collect(self) -> Iterator[Metric]:
         g = self._gateway
-        info = InfoMetricFamily("hydrogen_build", "Version of the running gateway.")
+        info = BUILD.family()
         info.add_metric([], {"version": __version__, "python": platform.python_version()})
         yield info
-        yield GaugeMetricFamily(
-            "hydrogen_start_time_seconds", "Unix time the gateway started.", value=g.started_at
-        )
-        yield GaugeMetricFamily(
-            "hydrogen_connections_active", "Open WebSocket connections.", value=g.connections.active
-        )
-        yield CounterMetricFamily(
-            "hydrogen_connections",
-            "WebSocket connections accepted since start.",
-            value=g.connections.total,
-        )
-        refused = CounterMetricFamily(
-            "hydrogen_connections_refused",
-            "WebSocket handshakes refused, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(g.connections.refused_by_reason.items()):
-            refused.add_metric([reason], count)
-        yield refused
-        requests = CounterMetricFamily(
-            "hydrogen_requests", "Client frames processed, by request type.", labels=["type"]
-        )
-        for frame_type, count in sorted(g.dispatcher.stats.requests_by_type.items()):
-            requests.add_metric([frame_type], count)
-        yield requests
-        errors = CounterMetricFamily(
-            "hydrogen_errors", "Error replies sent, by error code.", labels=["code"]
-        )
-        for code, count in sorted(g.dispatcher.stats.errors_by_code.items()):
-            errors.add_metric([code], count)
-        yield errors
+        yield _single(START_TIME, g.started_at)
+        yield _single(CONNECTIONS_ACTIVE, g.connections.active)
+        yield _single(CONNECTIONS, g.connections.total)
+        yield _by_label(CONNECTIONS_REFUSED, g.connections.refused_by_reason)
+        yield _by_label(REQUESTS, g.dispatcher.stats.requests_by_type)
+        yield _by_label(ERRORS, g.dispatcher.stats.errors_by_code)
         hub = g.hub.stats
-        yield CounterMetricFamily(
-            "hydrogen_frames_published", "Frames published to the hub.", value=hub.published
-        )
-        yield CounterMetricFamily(
-            "hydrogen_frames_sent", "Frames written to WebSocket clients.", value=hub.sent
-        )
-        yield CounterMetricFamily(
-            "hydrogen_frames_dropped",
-            "Frames dropped for clients that read too slowly.",
-            value=hub.dropped,
-        )
-        yield CounterMetricFamily(
-            "hydrogen_slow_client_disconnects",
-            "Clients disconnected because their backlog overflowed.",
-            value=hub.disconnected_slow,
-        )
+        yield _single(FRAMES_PUBLISHED, hub.published)
+        yield _single(FRAMES_SENT, hub.sent)
+        yield _single(FRAMES_DROPPED, hub.dropped)
+        yield _single(SLOW_DISCONNECTS, hub.disconnected_slow)
         snapshot = g.sampler.latest
         if snapshot is not None:
-            yield GaugeMetricFamily(
-                "hydrogen_status_sample_duration_seconds",
-                "Seconds the last host sample took.",
-                value=snapshot.sample_duration_seconds,
-            )
+            yield _single(STATUS_SAMPLE_DURATION, snapshot.sample_duration_seconds)
 
 
-class ConnectionGateCollector:
+class ConnectionGateCollector(Collector):
     """Every TCP connection the gate holds, and the caps derived from the file budget."""
 
     def __init__(self, gate: ConnectionGate) -> None:
         self._gate = gate
 
+    def describe(self) -> Iterable[Metric]:
+        return describe(GATE_FAMILIES)
+
     def collect(self) -> Iterator[Metric]:
         gate = self._gate
         budget = gate.budget
-        open_ = GaugeMetricFamily(
-            "hydrogen_tcp_connections",
-            "Open TCP connections (WebSocket, HTTP and waiting ones), by state.",
-            labels=["state"],
-        )
+        open_ = TCP_CONNECTIONS.family()
         open_.add_metric(["waiting"], gate.waiting_total)
         open_.add_metric(["busy"], gate.open - gate.waiting_total)
         yield open_
-        yield CounterMetricFamily(
-            "hydrogen_tcp_connections_accepted",
-            "TCP connections admitted by the gate since start.",
-            value=gate.accepted,
-        )
-        yield CounterMetricFamily(
-            "hydrogen_tcp_connections_evicted",
-            "Waiting connections closed to make room for a newcomer from another address.",
-            value=gate.evicted,
-        )
-        limits = GaugeMetricFamily(
-            "hydrogen_connection_limit",
-            "Connection caps in force, derived from the open files limit.",
-            labels=["limit"],
-        )
-        limits.add_metric(["open_files"], budget.open_files)
-        limits.add_metric(["reserved_files"], budget.reserve)
-        limits.add_metric(["max_connections_total"], budget.connections)
-        limits.add_metric(["max_connections"], budget.websockets)
-        limits.add_metric(["max_pending_connections"], budget.pending)
-        limits.add_metric(["max_pending_per_ip"], budget.pending_per_ip)
+        yield _single(TCP_ACCEPTED, gate.accepted)
+        yield _single(TCP_EVICTED, gate.evicted)
+        limits = CONNECTION_LIMIT.family()
+        for name, value in (
+            ("open_files", budget.open_files),
+            ("reserved_files", budget.reserve),
+            ("max_connections_total", budget.connections),
+            ("max_connections", budget.websockets),
+            ("max_pending_connections", budget.pending),
+            ("max_pending_per_ip", budget.pending_per_ip),
+        ):
+            limits.add_metric([name], value)
         yield limits

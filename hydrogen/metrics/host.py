@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from hydrogen.host import HostSnapshot, NetworkCounters, clean_text
+from hydrogen.metrics.families import FamilySpec, describe
 
 __all__ = [
     "FAMILIES",
@@ -44,26 +44,6 @@ PREFIX = "hydrogen_host_"
 
 _FS_LABELS = ("mountpoint", "device", "fstype")
 _SENSOR_LABELS = ("chip", "sensor")
-
-
-@dataclass(frozen=True, slots=True)
-class FamilySpec:
-    """Name, type, help and labels of one exported family, kept in one table.
-
-    ``describe`` and ``collect`` both build from this table, so the names a
-    registry checks for collisions are exactly the names a scrape produces.
-    """
-
-    name: str
-    kind: Literal["gauge", "counter"]
-    documentation: str
-    labels: tuple[str, ...] = ()
-
-    def family(self) -> GaugeMetricFamily | CounterMetricFamily:
-        """An empty family ready for ``add_metric``."""
-        if self.kind == "counter":
-            return CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        return GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
 
 
 def _gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> FamilySpec:
@@ -182,7 +162,7 @@ class HostCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """Empty families for every name, so a registry can detect name clashes at
         ``register`` time (without it, prometheus_client skips the check)."""
-        return [spec.family() for spec in FAMILIES]
+        return describe(FAMILIES)
 
     def collect(self) -> Iterable[Metric]:
         """Families from the latest snapshot; nothing before the first sample."""

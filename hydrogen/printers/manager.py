@@ -2,8 +2,9 @@
 
 The manager is where printers plug into the core without the core knowing
 about them: it registers request types with the dispatcher, a ``printers``
-member in the status frame, a hook that sends temperature history to new
-subscribers, and a metrics collector.
+member in the status frame and a hook that sends temperature history to new
+subscribers.  Command round trips go to ``gateway.instruments``; the metrics registry
+builds the printers' collector from this manager, which imports no metrics.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import asyncio
 import logging
 from typing import Any
 
-from prometheus_client import Histogram
-
 from hydrogen import protocol
 from hydrogen.dispatch import Session
 from hydrogen.gateway import Gateway
 from hydrogen.hub import Subscriber, topic_matches
-from hydrogen.metrics.printers import PrinterCollector
 from hydrogen.printers.printer import (
     CommandFailed,
     Printer,
@@ -32,8 +30,6 @@ log = logging.getLogger(__name__)
 
 MAX_GCODE_CHARS = 8192
 MAX_GCODE_LINES = 64
-#: Buckets for command round trips: from an instant ``ok`` to a long heat-up.
-COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class PrinterManager:
@@ -41,13 +37,6 @@ class PrinterManager:
         self.gateway = gateway
         self.printers: dict[str, Printer] = {}
         self.simulators: dict[str, SimulatedPrinter] = {}
-        self.command_seconds = Histogram(
-            "hydrogen_printer_command_duration_seconds",
-            "Seconds from sending a command until the firmware acknowledged every line.",
-            ["printer"],
-            buckets=COMMAND_BUCKETS,
-            registry=None,
-        )
         for config in gateway.config.printers:
             opener, on_open = open_serial, None
             if config.is_simulator:
@@ -72,7 +61,6 @@ class PrinterManager:
         gateway.add_status_contributor(self._summary)
         gateway.hub.on_subscribe(self._on_subscribe)
         gateway.add_service(self)
-        gateway.metric_collectors.append(PrinterCollector(self))
         d = gateway.dispatcher
         d.register("printers", self._on_printers)
         d.register("temperature_history", self._on_history)
@@ -81,7 +69,7 @@ class PrinterManager:
         d.register("printer_reconnect", self._on_reconnect, role=Role.CONTROL)
 
     def _observe(self, printer: str, seconds: float) -> None:
-        self.command_seconds.labels(printer).observe(seconds)
+        self.gateway.instruments.observe_command(printer, seconds)
 
     async def start(self) -> None:
         if self.gateway.config.printers:

@@ -14,7 +14,6 @@ from prometheus_client.exposition import choose_encoder
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.manager import JobManager
-from hydrogen.metrics.gateway import ConnectionGateCollector
 from hydrogen.metrics.registry import build_registry
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import Role
@@ -101,12 +100,8 @@ def create_app(
     app[GATE] = gate
     app[LIMITER] = ConnectionLimiter(budget.websockets, limits.max_connections_per_ip)
     app[SOCKETS] = weakref.WeakSet()
-    # One gate per app: a second app on the same gateway replaces the first one's figures.
-    gateway.metric_collectors[:] = [
-        c for c in gateway.metric_collectors if not isinstance(c, ConnectionGateCollector)
-    ]
-    gateway.metric_collectors.append(ConnectionGateCollector(gate))
-    app[REGISTRY] = build_registry(gateway)
+    # One registry (and gate) per app: a second app on the same gateway has its own figures.
+    app[REGISTRY] = build_registry(gateway, printers=printers, jobs=jobs, gate=gate)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/metrics", metrics)
