@@ -10,6 +10,7 @@ import pytest
 import websockets
 
 from hydrogen.protocol import SUBPROTOCOL, Role, reply
+from hydrogen.server import wsframing
 from hydrogen.server.ws import hard_frame_limit
 from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until
 
@@ -178,6 +179,38 @@ async def test_wildcard_subscriptions_route_published_frames(gateway_client):
     # nothing else (no printer/b/state, no other, no more status) is pending
     with pytest.raises(asyncio.TimeoutError):
         await ws.receive_json(timeout=0.4)
+    await ws.close()
+
+
+async def test_an_idle_client_gets_fast_path_frames_of_every_length_intact(
+    gateway_client, monkeypatch
+):
+    """Event frames to an idle client skip its writer (hand-built frames, wsframing);
+    a real client reads every length class and multi-byte UTF-8 back unchanged."""
+    framed: list[str] = []
+    text_frame = wsframing.text_frame
+
+    def counting_text_frame(text: str) -> bytes:
+        framed.append(text)
+        return text_frame(text)
+
+    monkeypatch.setattr(wsframing, "text_frame", counting_text_frame)
+    gateway, client = await gateway_client()
+    ws = await connect(client)
+    await receive_json(ws)
+    await ws.send_json({"type": "subscribe", "id": 1, "topics": ["bulk"]})
+    await receive_until(ws, lambda f: f.get("id") == 1)
+    await ws.send_json({"type": "unsubscribe", "id": 2, "topics": ["status"]})
+    await receive_until(ws, lambda f: f.get("id") == 2)
+
+    sent: list[str] = []
+    for size in [0, 60, 125, 126, 1000, 65535, 65536, 70000]:
+        pad = ("é€😀a" * size)[:size]
+        text = json.dumps({"type": "bulk", "pad": pad}, ensure_ascii=False)
+        assert gateway.hub.publish_text("bulk", text) == 1
+        assert await ws.receive_str(timeout=5) == text
+        sent.append(text)
+    assert framed == sent  # every one went the fast path, none through the queue
     await ws.close()
 
 

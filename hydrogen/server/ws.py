@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import struct
-from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
@@ -26,6 +23,7 @@ from hydrogen.server import session as cookie_session
 from hydrogen.server.errors import json_error
 from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
 from hydrogen.server.limits import TokenBucket
+from hydrogen.server.wsframing import direct_writer
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +124,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         # A fresh status (counting this connection) so a client sees data at once.
         session.send(gateway.status_frame())
         writer = asyncio.create_task(_write(ws, subscriber), name=f"ws-writer-{session.id}")
-        subscriber.direct = _direct_writer(request)
+        subscriber.direct = direct_writer(request.transport)
         subscriber.on_overflow = lambda: cut.append(
             asyncio.ensure_future(_cut_slow(ws, subscriber, writer))
         )
@@ -218,45 +216,6 @@ def _request_id(data: str) -> protocol.RequestId | None:
         return protocol.parse(data).id
     except protocol.ProtocolError as exc:
         return exc.request_id
-
-
-#: Above this many bytes waiting in the socket buffer, frames go through the queue
-#: (and the writer's drain), so a slow client still meets the queue's bounds.
-DIRECT_WRITE_LIMIT = 64 * 1024
-
-
-@functools.lru_cache(maxsize=8)
-def _text_frame(text: str) -> bytes:
-    """An unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), built once per
-    published frame and shared by every client it goes to."""
-    payload = text.encode("utf-8")
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x81, length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x81, 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, length)
-    return header + payload
-
-
-def _direct_writer(request: web.Request) -> Callable[[str], bool] | None:
-    """Fan-out fast path: one framed copy written straight to an idle client's socket.
-
-    Safe because compression is off (frames are independent of connection state)
-    and aiohttp writes its own frames (pings, close) whole, never interleaved.
-    """
-    transport = request.transport
-    if transport is None:
-        return None
-
-    def write(text: str) -> bool:
-        if transport.is_closing() or transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT:
-            return False
-        transport.write(_text_frame(text))
-        return True
-
-    return write
 
 
 async def _write(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
