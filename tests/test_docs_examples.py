@@ -119,6 +119,7 @@ CUBE = (
 FILES = {
     "cube.gcode": CUBE.encode(),
     "quick.gcode": b"M105\nM114\n",
+    "other.gcode": b"M105\n",
     "bad.gcode": b"G28\nG1 X1\nG1 Y1\nG1 X1*3 Y2\n",
     "a.txt": b"hello\n",
 }
@@ -366,20 +367,12 @@ async def _halted(run: Run) -> None:
             await asyncio.sleep(0.02)
 
 
-async def _queue_held(run: Run) -> None:
-    """A job cancelled with quick.gcode queued behind it: the queue is held."""
-    await _printing_and_queued(run)
-    await run.job("cancel")
-    await run.wait_job("cancelled")
-
-
 SETUPS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "a completed job": _completed,
     "two completed jobs": _two_completed,
     "a job printing": _printing,
     "a job printing and one queued": _printing_and_queued,
     "an emergency stop": _halted,
-    "a cancelled job and a held queue": _queue_held,
 }
 
 
