@@ -13,15 +13,14 @@ import contextlib
 import json
 import re
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import test_browser
 from tests.test_browser import (  # noqa: F401 - pytestmark skips without Chromium
-    CHROMIUM,
-    CHROMIUM_ARGS,
     KEY,
     WAIT,
     Gateway,
@@ -33,7 +32,7 @@ from tests.test_browser import (  # noqa: F401 - pytestmark skips without Chromi
 )
 
 with contextlib.suppress(ImportError):  # without playwright, pytestmark skips
-    from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import Page, expect
 
 #: Milliseconds between key presses: a person typing at a normal pace.
 KEY_DELAY = 80
@@ -64,16 +63,8 @@ def live_gateway(tmp_path: Path) -> Iterator[Gateway]:
         gw.stop()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+#: The same headless Chromium as tests/test_browser.py (one definition of how it starts).
+browser = test_browser.browser
 
 
 class FrameCounter:
