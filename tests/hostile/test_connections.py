@@ -235,7 +235,14 @@ async def _attacker(
     status = head.split(b" ")[1].decode()
     if status in ("503", "429"):
         length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-        body = json.loads(await reader.readexactly(length))
+        try:
+            body = json.loads(await reader.readexactly(length))
+        except ConnectionResetError:
+            # The refusal was read up to its body when the gateway's close (with the
+            # request still unread on its side) reset the connection: asyncio's reader
+            # then raises before handing out what it already holds. Refused all the same.
+            outcomes[f"{status}:too_many_connections:unread"] += 1
+            return
         outcomes[f"{status}:{body['error']['code']}:{body['error']['details']['limit']}"] += 1
     else:
         outcomes[status] += 1
