@@ -313,6 +313,8 @@ def gateway_config(path: Path, clients: int) -> None:
         "[limits]\n"
         f"max_connections = {limit}\n"
         f"max_connections_per_ip = {limit}\n"
+        f"max_pending_connections = {limit}\n"
+        f"max_pending_per_ip = {limit}\n"
         "[status]\n"
         "interval = 1.0\n"
     )

@@ -528,6 +528,8 @@ def gateway_toml(link: Path, window: int) -> str:
         "[limits]\n"
         "max_connections = 4096\n"
         "max_connections_per_ip = 4096\n"
+        "max_pending_connections = 4096\n"
+        "max_pending_per_ip = 4096\n"
         "messages_per_second = 1000000.0\n"
         "message_burst = 1000000\n"
         "[status]\n"
