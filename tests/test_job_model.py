@@ -69,6 +69,10 @@ class Walk:
     steps: list[str] = field(default_factory=list)
     frames: list[dict[str, Any]] = field(default_factory=list)
     stopped: bool = False  # emergency stop sent, no reconnect or reset since
+    #: the link went down (stop, reconnect, reset) since the last start request: a job
+    #: that ended meanwhile may have found the printer not accepting commands, and then
+    #: the queue is held (docs/protocol.md, "Queue")
+    link_interrupted: bool = False
     seen_accepted: int = 0
     run: tuple[int, int] | None = None  # (file code, last X) of the run in progress
     runs_completed: dict[int, int] = field(default_factory=dict)  # by file code
@@ -77,7 +81,8 @@ class Walk:
     job_states: dict[str, str] = field(default_factory=dict)
     frames_completed: dict[int, int] = field(default_factory=dict)
     previous_end: str | None = None
-    started_since_end: bool = False
+    #: jobs that a start request started at once (its reply said "printing")
+    started_ids: set[str] = field(default_factory=set)
     rid: int = 0
 
     # -- the public API ------------------------------------------------------------
@@ -85,12 +90,14 @@ class Walk:
         self.rid += 1
         rid = f"r{self.rid}"
         if frame["type"] == "job_start":
-            self.frames.append({"type": "start_requested"})
+            self.link_interrupted = False
         await self.ws.send_json({**frame, "id": rid})
         async with asyncio.timeout(60):
             while True:
                 reply = await self._next()
                 if reply.get("id") == rid:
+                    if reply.get("type") == "job" and reply.get("state") == "printing":
+                        self.started_ids.add(reply["job_id"])
                     return reply
 
     async def _next(self) -> dict[str, Any]:
@@ -139,16 +146,13 @@ class Walk:
         """What the job frames said since the last step, against the firmware's record
         and the queue rule."""
         for frame in self.frames[self.frames_seen :]:
-            if frame["type"] == "start_requested":
-                self.started_since_end = True
-                continue
             job_id, state = frame["job_id"], frame["state"]
             if state == self.job_states.get(job_id):
                 continue
             if state == "printing" and job_id not in self.job_states:
                 # a new run: asked for, or the queue after a completion or a cancel
-                assert self.previous_end != "failed" or self.started_since_end, (
-                    "a queued job started by itself after a failure"
+                assert self.previous_end != "failed" or job_id in self.started_ids, (
+                    f"queued job {job_id} started by itself after a failure"
                 )
             if state == "completed":
                 code = FILES[frame["file"]][0]
@@ -159,7 +163,6 @@ class Walk:
                 )
             if state in ("completed", "cancelled", "failed"):
                 self.previous_end = state
-                self.started_since_end = False
             self.job_states[job_id] = state
         self.frames_seen = len(self.frames)
 
@@ -169,7 +172,8 @@ class Walk:
         try:
             async with asyncio.timeout(SETTLE):
                 while not await self._settled():
-                    await asyncio.sleep(0.05)
+                    # (the jobs request counts against the connection's rate limit)
+                    await asyncio.sleep(0.25)
         except TimeoutError:
             job, state = await self.jobs(), await self.printer_state()
             raise AssertionError(
@@ -186,7 +190,8 @@ class Walk:
             return not active
         if active:
             return True
-        if job["state"] in ("completed", "cancelled") and job["queue"]:
+        ended = job["state"] in ("completed", "cancelled")
+        if ended and job["queue"] and not self.link_interrupted:
             return False  # the next one must start
         return state == "ready"
 
@@ -236,14 +241,16 @@ async def step(walk: Walk) -> None:
     elif action == "emergency_stop":
         reply = await walk.request(type="emergency_stop", printer="sim")
         if reply["type"] == "emergency_stop_sent":
-            walk.stopped = True
+            walk.stopped = walk.link_interrupted = True
     elif action == "reconnect":
         await walk.request(type="printer_reconnect", printer="sim")
         walk.stopped = False
+        walk.link_interrupted = True
         await wait_connected(walk)
     elif action == "reset":
         walk.sim.reset()
         walk.stopped = False
+        walk.link_interrupted = True
         await wait_connected(walk)
     walk.check_lines()
     walk.check_frames()
@@ -263,6 +270,8 @@ async def test_random_walks_keep_the_model(gateway_client, seed, walk_number):
     _, client = await gateway_client(
         printers=(sim_printer(),),
         jobs=JobsConfig(m73_progress=False, pause_script="G91\nG1 Z5\nG90"),
+        # a walk asks the state after every step; the rate limit is not under test here
+        limits={"messages_per_second": 1000.0, "message_burst": 1000},
     )
     sim = client.printers.simulators["sim"]
     sim.reseed(seed)
@@ -281,5 +290,8 @@ async def test_random_walks_keep_the_model(gateway_client, seed, walk_number):
             await step(walk)
     except BaseException:
         print("steps:\n  " + "\n  ".join(walk.steps))
+        print("job frames:")
+        for f in walk.frames:
+            print(f"  {f['job_id']} {f['state']} {f.get('file')} {f.get('reason')} {f['queue']}")
         raise
     await ws.close()

@@ -416,10 +416,16 @@ class SimulatedPrinter:
         self._boot()
 
     def reset(self) -> None:
-        """A firmware reset mid-session: state lost, line number 0, banner again."""
+        """A firmware reset mid-session: state lost, line number 0, banner again.
+        Whatever the host sent before the reset and the firmware had not read yet is
+        lost with the rest, as a rebooting board's UART loses it (an M112 sent just
+        before must not halt the freshly booted firmware)."""
         if self._master is None:
             raise RuntimeError("no device to reset (not started or unplugged)")
         self._cancel_tasks()
+        with contextlib.suppress(OSError):
+            while os.read(self._master, 65536):
+                pass
         self._boot()
 
     def thermal_runaway(self, heater: str = "tool0") -> None:
