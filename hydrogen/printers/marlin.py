@@ -287,7 +287,8 @@ class MarlinProtocol:
         #: when the current stall was noticed, and its probes so far (recovery stats)
         self._stall_started: float | None = None
         self._stall_probes = 0
-        self._stall_oks_lost = 0
+        #: oks_assumed_lost when the stall began (what it lost is the difference)
+        self._lost_before_stall = 0
         self._probes_unanswered = 0
         self._swallow_oks = 0
         self._resend_target: int | None = None
@@ -474,7 +475,6 @@ class MarlinProtocol:
             if self._oks_since_probe and self._in_flight[0] is probe:
                 # The ok we credited to the stalled line was the probe's own.
                 self._oks_assumed_lost += 1
-                self._stall_oks_lost += 1
                 self._retire(1, now)
                 return
             self._probes_unanswered += 1
@@ -666,7 +666,8 @@ class MarlinProtocol:
         self._probe_wanted = True
         if self._stall_started is None:
             self._stall_started = now
-            self._stall_probes = self._stall_oks_lost = self._probes_unanswered = 0
+            self._stall_probes = self._probes_unanswered = 0
+            self._lost_before_stall = self._oks_assumed_lost
         self._events.append(LinkStalled(reason, oldest.number))
 
     def _retire(self, count: int, now: float) -> None:
@@ -674,7 +675,7 @@ class MarlinProtocol:
         if self._stall_started is not None:
             self._events.append(
                 LinkRecovered(
-                    self._stall_oks_lost + count - 1,
+                    self._oks_assumed_lost - self._lost_before_stall,
                     self._stall_probes,
                     now - self._stall_started,
                 )
