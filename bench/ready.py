@@ -37,7 +37,7 @@ import serial  # noqa: E402
 from hydrogen.config import PrinterConfig  # noqa: E402
 from hydrogen.hub import Hub  # noqa: E402
 from hydrogen.printers.printer import Printer, PrinterState  # noqa: E402
-from hydrogen.printers.simulator import SimulatedPrinter  # noqa: E402
+from hydrogen.simulator import SimulatedPrinter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = ROOT / "tests" / "virtual_octoprint.py"

@@ -92,7 +92,7 @@ from bench._common import emit, encode, raise_nofile_limit, serve_loopback, stdi
 from bench.fanout import BenchError, Child, machine_facts
 
 if TYPE_CHECKING:
-    from hydrogen.printers.simulator import SimulatedPrinter
+    from hydrogen.simulator import SimulatedPrinter
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBPROTOCOL = "hydrogen-protocol"
@@ -192,7 +192,7 @@ async def child_sim(args: argparse.Namespace) -> None:
     into step with a periodic task); ``reset`` clears the accepted-command digest;
     ``digest`` reports it. End of file stops the printer.
     """
-    from hydrogen.printers.simulator import SimulatedPrinter
+    from hydrogen.simulator import SimulatedPrinter
 
     sim = SimulatedPrinter(link=args.link, seed=1)
     await sim.start()
@@ -1309,7 +1309,7 @@ async def run_round(args: argparse.Namespace, workdir: Path, round_: int) -> dic
         report["commands"] = commands_report(command_results, args)
     if "jobs" in args.only:
         commands = job_commands(args.lines)
-        from hydrogen.printers.simulator import digest_of
+        from hydrogen.simulator import digest_of
 
         digest = digest_of(commands)
         data = gcode_file(commands)

@@ -47,7 +47,7 @@ import psutil
 # bench/serial.py would shadow pyserial for a script run from this folder
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from hydrogen.printers.simulator import Faults, SimulatedPrinter  # noqa: E402
+from hydrogen.simulator import Faults, SimulatedPrinter  # noqa: E402
 
 KEY = "soak-key-0123456789abcdef"
 HEADERS = {"Authorization": f"Key {KEY}"}

@@ -371,7 +371,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     Stopping is how a simulator always ends (systemd, a test harness, a shell), so
     it is a clean exit that removes the link, not a death by signal (143).
     """
-    from hydrogen.printers.simulator import Faults, run_simulator
+    from hydrogen.simulator import Faults, run_simulator
 
     async def run() -> None:
         stop = asyncio.Event()

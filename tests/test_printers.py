@@ -385,7 +385,7 @@ async def test_ready_without_sitting_out_the_banner_timeout(gateway_client, bann
     ``banner_timeout``; a board that resets on open (silent bootloader, then
     ``start``) is still ready once it has booted. ``banner_timeout`` is set far
     beyond the wait here, so sitting it out fails the test."""
-    from hydrogen.printers.simulator import SimulatedPrinter
+    from hydrogen.simulator import SimulatedPrinter
 
     sim = SimulatedPrinter(seed=11, banner=banner, banner_delay=banner_delay)
     path = await sim.start()

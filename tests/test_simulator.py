@@ -16,7 +16,7 @@ import pytest
 import serial
 import serial_asyncio
 
-from hydrogen.printers.simulator import (
+from hydrogen.simulator import (
     Faults,
     SimulatedPrinter,
     digest_of,

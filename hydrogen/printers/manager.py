@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydrogen import protocol
 from hydrogen.dispatch import Session
@@ -23,8 +23,10 @@ from hydrogen.printers.printer import (
     PrinterUnavailable,
     open_serial,
 )
-from hydrogen.printers.simulator import SimulatedPrinter
 from hydrogen.protocol import ErrorCode, ProtocolError, Request, Role
+
+if TYPE_CHECKING:
+    from hydrogen.simulator import SimulatedPrinter
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,12 @@ class PrinterManager:
         for config in gateway.config.printers:
             opener, on_open = open_serial, None
             if config.is_simulator:
-                sim = SimulatedPrinter(link=str(gateway.config.state_dir / f"{config.name}.pty"))
-                self.simulators[config.name] = sim
-                # Opening a real port resets most boards (DTR); the simulator does the same.
-                on_open = sim.reset
+                # Imported here: only a gateway with a simulated printer loads the simulator.
+                from hydrogen.simulator.wiring import wire_simulator
 
-                async def opener(
-                    cfg: Any, link: asyncio.Protocol, sim: SimulatedPrinter = sim
-                ) -> asyncio.WriteTransport:
-                    return await open_serial(_with_device(cfg, sim.path), link)
+                wired = wire_simulator(config, gateway.config.state_dir)
+                self.simulators[config.name] = wired.simulator
+                opener, on_open = wired.opener, wired.on_open
 
             self.printers[config.name] = Printer(
                 config,
@@ -179,9 +178,3 @@ async def run_command(printer: Printer, gcode: str, request_id: Any = None) -> d
         "response": response,
         "duration_seconds": round(loop.time() - started, 4),
     }
-
-
-def _with_device(config: Any, device: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(config, device=device)
