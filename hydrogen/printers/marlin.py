@@ -9,15 +9,6 @@ whatever it asks for (`data_to_send`), drains `next_events`, and calls
 Firmware quirks handled, and why
 ================================
 
-Framing and flow control
-    Every line goes out as ``N<n> <cmd>*<cs>`` (``cs`` = XOR of the bytes before
-    ``*``) so the firmware can detect corruption and gaps. At most ``window`` lines
-    are unacknowledged at once: Marlin sends one ``ok`` per line, in order, when it
-    has *executed* (not merely received) it. `begin_handshake` resets numbering with
-    ``N0 M110 N0`` (Marlin exempts M110 from the sequence check) and asks for `M115`.
-    Users may not send M110 or their own ``N`` words: they would desynchronise the
-    numbering this class relies on.
-
 Receiving
     Bytes arrive in arbitrary chunks, with ``\\n``, ``\\r\\n`` or bare ``\\r``
     endings, and with line noise (NULs, non-ASCII) right after the port opens or the
@@ -25,57 +16,6 @@ Receiving
     nothing in the input can raise; noise around a line is trimmed and a line of
     nothing but noise dropped. A line longer than `MAX_RECEIVED_LINE` is cut there
     and the rest of it discarded, so a flood without newlines cannot grow memory.
-
-``ok`` variants
-    ``ok``, ``ok 0`` (some forks), ``ok T:.. B:..`` (M105 answers inline: the
-    temperatures become a `TemperatureReport`) and ADVANCED_OK's ``ok N12 P15 B3``.
-    ADVANCED_OK names the line it acknowledges, which is used to resynchronise: every
-    older in-flight line is retired too (its ``ok`` was lost; the firmware executes
-    numbered lines strictly in order, so it must have run them).
-
-Resend requests
-    On a checksum or sequence error Marlin prints ``Error:<why>, Last Line: <n>``,
-    flushes its receive buffer and sends ``Resend: <n+1>`` followed by an ``ok``;
-    other firmware says ``rs <n>`` / ``rs N<n>``. Everything from that line on is
-    re-sent, with its original number. The trailing ``ok`` frees the slot of the
-    rejected line: it is swallowed, never counted as an acknowledgement. Lines that
-    were already on the wire behind the corrupted one each earn another ``Resend``
-    for the same number (bytes in transit survive the flush); up to that many
-    repeats are recognised as stale and ignored (their ``ok`` swallowed too) instead
-    of triggering another retransmission. After `max_resends` genuine requests for
-    one line the link is declared failed. A request for the line after the last one
-    sent needs nothing; a request for a line already acknowledged is served from a
-    short history.
-
-Lost ``ok`` (timeouts)
-    If the oldest line sees no ``ok`` for ``ok_timeout`` seconds
-    (``long_command_timeout`` for homing, leveling, heating waits, M400, dwell, PID
-    tuning, filament change, user waits), a `LinkStalled` is emitted and a *numbered*
-    probe (`M105`) is sent past the window. Numbered, because if the stalled line itself
-    was lost the firmware answers the probe with a ``Resend`` and the line is recovered
-    instead of being silently skipped. When the answer is an ``ok`` carrying
-    temperatures, it is the probe's: every line up to the probe is retired, i.e. the
-    stalled line's ``ok`` is assumed lost (OctoPrint's conclusion, made safe by the
-    numbering). A bare ``ok`` still acknowledges the oldest line (it was just slow; the
-    probe's own ok follows). If the probe becomes the oldest line and times out after at
-    least one ``ok`` arrived since it was sent, that ``ok`` was its own and it is
-    retired. A probe whose own answer is lost too (noise does not stop at one line) is
-    followed by another, numbered after it, with backoff (`PROBE_TIMEOUT`, doubled each
-    time): the firmware's answer to any of them settles all. Only a firmware that stays
-    silent through `MIN_PROBES` probes *and* ``link_timeout`` seconds after the stall
-    was noticed ends the link with `LinkFailed`; a ``busy:`` keep-alive restarts that
-    clock (the firmware is working). The first answer after a stall emits
-    `LinkRecovered`.
-
-Keep-alives
-    ``echo:busy: processing`` / ``busy: paused for user`` (Marlin's
-    HOST_KEEPALIVE_FEATURE) and the once-a-second ``... W:?`` heating-wait lines
-    push the deadline out. Plain temperature auto-reports do *not*: they arrive every
-    few seconds no matter what, and would hide a lost ``ok`` forever. Old Marlin's
-    ``wait`` (NO_TIMEOUTS) means the opposite of busy: "my queue is empty and you
-    have not sent anything for a second". It is never an error, but if it arrives
-    while a line has been in flight for `WAIT_MEANS_IDLE_AFTER` seconds, the ``ok``
-    was lost and the probe goes out right away rather than after ``ok_timeout``.
 
 Errors
     Marlin reports one problem on several ``Error:`` lines (``Error:MINTEMP
@@ -106,18 +46,19 @@ Reset, host actions, firmware info
     notifications) become `ActionCommand`. The `M115` reply (Marlin, Prusa
     MK3/Buddy: ``FIRMWARE_NAME:... PROTOCOL_VERSION:... MACHINE_TYPE:...`` plus
     ``Cap:NAME:0|1`` lines) becomes `FirmwareInfo` when its ``ok`` arrives.
+
+The line window (framing, numbering, resends) is in `marlin_window`, the ``ok``
+accounting (ok variants, lost oks, probes, keep-alives) in `marlin_oks`.
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
-from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
-# The events and the pure text helpers live in modules of their own; they are
-# re-exported here, so `marlin.LineSent` and `marlin.validate_gcode` keep working.
+# The events, the pure text helpers, the line window and the ok accounting live in
+# modules of their own; their public names are re-exported here, so `marlin.LineSent`,
+# `marlin.validate_gcode` and `marlin.PROBE_TIMEOUT` keep working.
 from hydrogen.printers.marlin_events import (
     ActionCommand,
     Busy,
@@ -136,9 +77,14 @@ from hydrogen.printers.marlin_events import (
     Resending,
     TemperatureReport,
 )
+from hydrogen.printers.marlin_oks import (
+    MIN_PROBES,
+    PROBE_TIMEOUT,
+    WAIT_MEANS_IDLE_AFTER,
+    _OkAccounting,
+)
 from hydrogen.printers.marlin_text import (
     _ACTION,
-    _ADVANCED_OK,
     _BUSY,
     _EDGE_NOISE,
     _EOL,
@@ -152,17 +98,22 @@ from hydrogen.printers.marlin_text import (
     MAX_GCODE_LENGTH,
     _classify_error,
     _command_word,
-    _parse_firmware_info,
     checksum,
     validate_gcode,
 )
+from hydrogen.printers.marlin_window import HISTORY_SIZE, MAX_RESPONSE_LINES, _Line
 from hydrogen.printers.temperature import HeaterReading, is_heating_wait, parse_temperatures
 
 __all__ = [
+    "HISTORY_SIZE",
     "INTERRUPTIBLE_WAITS",
     "LONG_COMMANDS",
     "MAX_GCODE_LENGTH",
     "MAX_RECEIVED_LINE",
+    "MAX_RESPONSE_LINES",
+    "MIN_PROBES",
+    "PROBE_TIMEOUT",
+    "WAIT_MEANS_IDLE_AFTER",
     "ActionCommand",
     "Busy",
     "CommandAcknowledged",
@@ -187,60 +138,14 @@ __all__ = [
 
 # Longest received line kept; the rest of a longer line is discarded.
 MAX_RECEIVED_LINE: Final = 1024
-# Response lines kept per command (M20 on a big SD card can print thousands).
-MAX_RESPONSE_LINES: Final = 4096
-# Lines remembered after their ok, to serve a resend request for an acknowledged line.
-HISTORY_SIZE: Final = 64
 # Seconds after the last Error: line before a multi-line error is closed.
 ERROR_GROUP_GRACE: Final = 0.5
-# A `wait` this long after the oldest line was sent proves that line's ok was lost.
-WAIT_MEANS_IDLE_AFTER: Final = 2.0
-# Seconds the first stall probe waits for its answer; each further probe waits twice
-# as long as the one before.
-PROBE_TIMEOUT: Final = 2.0
-# Unanswered probes before a silent firmware may be declared lost (with link_timeout).
-MIN_PROBES: Final = 3
 
 
 # ------------------------------------------------------------------ protocol
 
 
-@dataclass(eq=False, slots=True)
-class _Line:
-    text: str
-    tag: object
-    # user: from send(); detached: user line whose tag cancel_pending handed back;
-    # handshake/probe/interrupt: generated here; replay: acknowledged line the firmware
-    # re-requested
-    origin: Literal["user", "detached", "handshake", "probe", "interrupt", "replay"]
-    timeout: float
-    #: its command word, when it is one of LONG_COMMANDS (the printer shows busy)
-    long_word: str | None = None
-    number: int | None = None
-    written: bool = False
-    sent_at: float = 0.0
-    deadline: float = 0.0
-    response: list[str] = field(default_factory=list)
-
-
-_DWELL = re.compile(r"\s([PS])\s*(\d+(?:\.\d*)?)", re.IGNORECASE)
-
-
-def _dwell(text: str) -> float:
-    """Seconds a ``G4`` waits: ``P`` milliseconds or ``S`` seconds (Marlin takes the
-    last one given); none given: Marlin waits for nothing."""
-    seconds = 0.0
-    for unit, value in _DWELL.findall(text):
-        seconds = float(value) / 1000.0 if unit.upper() == "P" else float(value)
-    return seconds
-
-
-def _number(line: _Line) -> int:
-    assert line.number is not None, "only written lines are numbered"
-    return line.number
-
-
-class MarlinProtocol:
+class MarlinProtocol(_OkAccounting):
     """Line-numbered, checksummed, ok-windowed G-code streaming (see module docs).
 
     Every tag passed to `send` comes back exactly once: in a `CommandAcknowledged`,
@@ -370,42 +275,6 @@ class MarlinProtocol:
                 return line.long_word
         return None
 
-    def withdraw(self, tags: Collection[object]) -> list[object]:
-        """Take back the queued, not yet written lines carrying one of ``tags`` (a
-        cancelled job's read-ahead); return the tags withdrawn. Lines already written
-        stay: the firmware has them."""
-        wanted = set(tags)
-        kept: deque[_Line] = deque()
-        taken: list[object] = []
-        for line in self._queue:
-            if line.origin == "user" and line.tag in wanted:
-                taken.append(line.tag)
-            else:
-                kept.append(line)
-        self._queue = kept
-        return taken
-
-    def cancel_pending(
-        self, reason: str = "cancelled", *, include_in_flight: bool = False
-    ) -> list[object]:
-        """Drop the queued lines and return their tags. With `include_in_flight`, also
-        return the tags of lines already written (for a halted, reset or closed link,
-        where no ok will come): those lines keep their slot in the ok window until
-        their ok arrives, so the accounting stays right, but produce no
-        `CommandAcknowledged`. `reason` is for the caller's records only."""
-        tags: list[object] = []
-        if include_in_flight:
-            for line in (*self._in_flight, *self._resend_queue):
-                if line.origin == "user":
-                    if line.tag is not None:
-                        tags.append(line.tag)
-                    line.origin = "detached"
-                    line.tag = None
-        # The protocol's own lines (a queued handshake) stay: they are not the caller's.
-        tags += [line.tag for line in self._queue if line.origin == "user" and line.tag is not None]
-        self._queue = deque(line for line in self._queue if line.origin != "user")
-        return tags
-
     # ---------------------------------------------------------------- output
 
     def data_to_send(self, now: float) -> bytes:
@@ -466,35 +335,7 @@ class MarlinProtocol:
         """Close a pending multi-line error and run the lost-ok state machine."""
         if self._error_lines and now - self._error_at >= ERROR_GROUP_GRACE:
             self._flush_error()
-        if self._failed or self._halted or not self._in_flight:
-            return
-        probe = self._probe
-        if probe is not None and probe.written:
-            if now < probe.deadline or self._probe_wanted:
-                return
-            if self._oks_since_probe and self._in_flight[0] is probe:
-                # The ok we credited to the stalled line was the probe's own.
-                self._oks_assumed_lost += 1
-                self._retire(1, now)
-                return
-            self._probes_unanswered += 1
-            assert self._stall_started is not None
-            silent = now - self._stall_started
-            if self._probes_unanswered >= MIN_PROBES and silent >= self._link_timeout:
-                self._fail(
-                    f"no answer for {silent:.0f}s: the firmware stayed silent through "
-                    f"{self._probes_unanswered} probes (last N{probe.number})"
-                )
-            else:
-                self._probe_wanted = True  # its answer may be lost too: ask again
-            return
-        oldest = self._in_flight[0]
-        if now >= oldest.deadline and not self._probe_wanted:
-            self._stall(
-                oldest,
-                f"no ok for N{oldest.number} {oldest.text!r} within {oldest.timeout:g}s",
-                now,
-            )
+        self._check_stall(now)
 
     def next_timeout(self) -> float | None:
         """Earliest ``now`` at which `check_timeouts` has something to do, for I/O
@@ -502,42 +343,11 @@ class MarlinProtocol:
         times: list[float] = []
         if self._error_lines:
             times.append(self._error_at + ERROR_GROUP_GRACE)
-        live = not (self._failed or self._halted or self._probe_wanted)
-        if live and self._in_flight:
-            probe = self._probe
-            times.append(probe.deadline if probe and probe.written else self._in_flight[0].deadline)
+        if (deadline := self._ok_deadline()) is not None:
+            times.append(deadline)
         return min(times, default=None)
 
     # ---------------------------------------------------------------- stats
-
-    @property
-    def window(self) -> int:
-        return self._window
-
-    @property
-    def lines_sent(self) -> int:
-        """Lines written, retransmissions, probes and M112 included."""
-        return self._lines_sent
-
-    @property
-    def resends(self) -> int:
-        """Lines written again because the firmware asked for them."""
-        return self._resends
-
-    @property
-    def in_flight(self) -> int:
-        """Numbered lines the firmware has not acknowledged (incl. awaiting resend)."""
-        return len(self._in_flight) + len(self._resend_queue)
-
-    @property
-    def queued(self) -> int:
-        """Lines waiting for a slot in the window."""
-        return len(self._queue)
-
-    @property
-    def last_line_number(self) -> int | None:
-        """Number of the newest line written since the last reset of numbering."""
-        return self._last_number
 
     @property
     def handshake_complete(self) -> bool:
@@ -553,82 +363,7 @@ class MarlinProtocol:
         """Emergency stop sent or a fatal firmware error seen; nothing is written."""
         return self._halted
 
-    @property
-    def oks_assumed_lost(self) -> int:
-        return self._oks_assumed_lost
-
-    @property
-    def unexpected_oks(self) -> int:
-        return self._unexpected_oks
-
-    # ---------------------------------------------------------------- writing
-
-    def _new_line(
-        self,
-        text: str,
-        tag: object,
-        origin: Literal["user", "handshake", "probe", "interrupt", "replay"],
-        word: str | None = None,
-        number: int | None = None,
-    ) -> _Line:
-        """A line with the ok timeout its command deserves: a dwell says how long it
-        takes (``G4 P20`` is 20 ms, so its lost ok is noticed after ok_timeout, not
-        after the long-command allowance); other long commands get that allowance."""
-        word = _command_word(text) if word is None else word
-        if word == "G4":
-            return _Line(text, tag, origin, self._ok_timeout + _dwell(text), word, number)
-        if word in LONG_COMMANDS:
-            return _Line(text, tag, origin, self._long_timeout, word, number)
-        return _Line(text, tag, origin, self._ok_timeout, None, number)
-
-    def _emit_sent(self, event: LineSent) -> None:
-        self._lines_sent += 1
-        self._events.append(event)
-
-    def _write(self, line: _Line, now: float, out: list[bytes]) -> None:
-        resend = line.number is not None
-        if line.number is None:
-            line.number = self._next_number
-            self._next_number += 1
-            self._last_number = line.number
-            self._history[line.number] = line.text
-            while len(self._history) > HISTORY_SIZE:
-                del self._history[next(iter(self._history))]
-        else:
-            self._resends += 1
-            line.response.clear()
-        body = f"N{line.number} {line.text}"
-        raw = f"{body}*{checksum(body)}\n".encode("ascii")
-        line.written = True
-        line.sent_at = now
-        line.deadline = now + line.timeout
-        self._in_flight.append(line)
-        out.append(raw)
-        self._emit_sent(LineSent(line.text, line.number, raw, resend))
-
-    def _send_probe(self, now: float, out: list[bytes]) -> None:
-        if not self._in_flight:
-            return  # the overdue ok arrived before the probe could be written
-        if self._resend_queue:
-            # A new number would overtake lines waiting to be re-sent; send the next
-            # of those past the window instead, it provokes an answer just as well.
-            line = self._resend_queue.popleft()
-        else:
-            line = self._new_line(self._probe_command, None, "probe")
-        self._probe = line
-        self._oks_since_probe = 0
-        self._write(line, now, out)
-        # backoff: 2 s, 4 s, 8 s ... for the answer to each further probe
-        line.deadline = now + min(self._ok_timeout, PROBE_TIMEOUT) * 2**self._probes_unanswered
-        self._stall_probes += 1
-        self._events.append(ProbeSent(line.text, _number(line)))
-
     # ---------------------------------------------------------------- state changes
-
-    def _reset_numbering(self, next_number: int) -> None:
-        self._next_number = next_number
-        self._last_number = None
-        self._history.clear()
 
     def _start_handshake(self) -> None:
         self._failed = self._halted = False
@@ -636,92 +371,6 @@ class MarlinProtocol:
         self._reset_numbering(0)
         self._queue.append(self._new_line("M110 N0", None, "handshake"))
         self._queue.append(self._new_line("M115", None, "handshake"))
-
-    def _drop_all(self) -> list[object]:
-        lines = [*self._in_flight, *self._resend_queue, *self._queue]
-        self._in_flight.clear()
-        self._resend_queue.clear()
-        self._queue.clear()
-        self._probe = None
-        self._probe_wanted = False
-        self._interrupt_wanted = False
-        self._oks_since_probe = 0
-        self._stall_started = None
-        self._probes_unanswered = 0
-        self._swallow_oks = 0
-        self._resend_target = None
-        self._resend_attempts = 0
-        self._stale_budget = 0
-        return [line.tag for line in lines if line.origin == "user" and line.tag is not None]
-
-    def _fail(self, reason: str) -> None:
-        lost = self._drop_all()
-        self._failed = True
-        self._events.append(LinkFailed(reason, tuple(lost)))
-
-    def _stall(self, oldest: _Line, reason: str, now: float) -> None:
-        # Repeats of a resend request arrive within milliseconds; after a stall any
-        # further request is genuine.
-        self._stale_budget = 0
-        self._probe_wanted = True
-        if self._stall_started is None:
-            self._stall_started = now
-            self._stall_probes = self._probes_unanswered = 0
-            self._lost_before_stall = self._oks_assumed_lost
-        self._events.append(LinkStalled(reason, oldest.number))
-
-    def _retire(self, count: int, now: float) -> None:
-        """Acknowledge the `count` oldest in-flight lines."""
-        if self._stall_started is not None:
-            self._events.append(
-                LinkRecovered(
-                    self._oks_assumed_lost - self._lost_before_stall,
-                    self._stall_probes,
-                    now - self._stall_started,
-                )
-            )
-            self._stall_started = None
-            self._probes_unanswered = 0
-        for _ in range(count):
-            line = self._in_flight.popleft()
-            if line is self._probe:
-                self._probe = None
-                self._oks_since_probe = 0
-            if line.number == self._resend_target:
-                self._resend_target = None
-                self._resend_attempts = 0
-                self._stale_budget = 0
-            response = tuple(line.response)
-            if line.origin == "user":
-                self._events.append(CommandAcknowledged(line.tag, line.text, response))
-            if _command_word(line.text) == "M115" and line.origin != "probe":
-                info = _parse_firmware_info(response)
-                if line.origin == "handshake":
-                    self._handshake_done = True
-                    info = info or FirmwareInfo("", {}, {})
-                if info is not None:
-                    self._events.append(info)
-        if self._in_flight:
-            oldest = self._in_flight[0]
-            oldest.deadline = max(oldest.deadline, now + oldest.timeout)
-
-    @property
-    def _probe_outstanding(self) -> bool:
-        return self._probe is not None and self._probe.written
-
-    def _keep_alive(self, now: float) -> None:
-        if self._stall_started is not None:
-            self._stall_started = now  # working, not gone: the silence clock restarts
-            self._probes_unanswered = 0
-        if self._in_flight:
-            oldest = self._in_flight[0]
-            oldest.deadline = max(oldest.deadline, now + self._ok_timeout)
-        if self._probe is not None and self._probe.written:
-            self._probe.deadline = max(self._probe.deadline, now + self._ok_timeout)
-
-    def _add_response(self, text: str) -> None:
-        if self._in_flight and len(self._in_flight[0].response) < MAX_RESPONSE_LINES:
-            self._in_flight[0].response.append(text)
 
     # ---------------------------------------------------------------- reading
 
@@ -798,95 +447,3 @@ class MarlinProtocol:
         kind = max((kind for kind, _ in classified), key=lambda k: _ERROR_PRIORITY.get(k, 0))
         fatal = any(fatal for _, fatal in classified)
         self._firmware_error("\n".join(lines), kind, fatal=fatal)
-
-    def _handle_ok(self, payload: str, now: float) -> None:
-        heaters = parse_temperatures(payload) if payload else None
-        if heaters is not None:
-            self._events.append(TemperatureReport(heaters, payload))
-        if self._probe_outstanding:
-            self._oks_since_probe += 1
-        if self._swallow_oks:
-            self._swallow_oks -= 1  # the ok Marlin sends after "Resend:" frees no line
-            return
-        if not self._in_flight:
-            self._unexpected_oks += 1
-            return
-        if heaters is not None:
-            if _command_word(self._in_flight[0].text) == "M105":
-                self._add_response(payload)
-        elif payload and not payload.isdigit() and not _ADVANCED_OK.match(payload):
-            # an answer on the ok line itself: OctoPrint's virtual printer and
-            # Smoothieware answer M114 as "ok X:0.0 Y:0.0 ..." ("ok 0" is just an ok)
-            self._add_response(payload)
-        count = 1
-        if match := _ADVANCED_OK.match(payload):
-            number = int(match[1])
-            if number < _number(self._in_flight[0]):
-                self._unexpected_oks += 1  # names a line already acknowledged
-                return
-            for index, line in enumerate(self._in_flight):
-                if line.number == number:
-                    count = index + 1
-                    break
-        elif (
-            heaters is not None
-            and self._probe is not None
-            and self._probe.written
-            and _command_word(self._probe.text) == "M105"
-        ):
-            # The inline temperatures mark the probe's own ok: the stalled lines' oks
-            # were lost (they ran: the firmware accepted the numbered probe after them).
-            count = self._in_flight.index(self._probe) + 1
-        self._oks_assumed_lost += count - 1
-        self._retire(count, now)
-
-    def _handle_wait(self, now: float) -> None:
-        if (
-            self._in_flight
-            and not self._failed
-            and not self._halted
-            and not self._probe_outstanding
-            and not self._probe_wanted
-            and now - self._in_flight[0].sent_at >= WAIT_MEANS_IDLE_AFTER
-        ):
-            oldest = self._in_flight[0]
-            self._stall(oldest, f"firmware idle ('wait') with N{oldest.number} unacknowledged", now)
-
-    def _handle_resend(self, number: int) -> None:
-        self._swallow_oks += 1  # Marlin follows every Resend: with an ok
-        if self._failed or self._halted:
-            return
-        if number == self._resend_target and self._stale_budget > 0:
-            self._stale_budget -= 1  # caused by a line that was already on the wire
-            return
-        last = self._next_number - 1
-        if number > last:
-            # The firmware has everything we sent. If its counter is ahead of ours
-            # (a reset we did not see, a stray M110), continue from its numbering.
-            if number > last + 1:
-                self._reset_numbering(number)
-            return
-        kept = [line for line in self._in_flight if _number(line) < number]
-        pending = [line for line in self._in_flight if _number(line) >= number]
-        pending += self._resend_queue
-        first = _number(pending[0]) if pending else self._next_number
-        if any(n not in self._history for n in range(number, first)):
-            self._fail(f"firmware asked to resend N{number}, which is no longer available")
-            return
-        if number == self._resend_target:
-            self._resend_attempts += 1
-        else:
-            self._resend_target = number
-            self._resend_attempts = 1
-        if self._resend_attempts > self._max_resends:
-            self._fail(f"N{number} rejected {self._max_resends} times (resend loop)")
-            return
-        self._stale_budget = sum(1 for line in pending if line.written and line.number != number)
-        replay = [
-            self._new_line(self._history[n], None, "replay", number=n) for n in range(number, first)
-        ]
-        for line in pending:
-            line.written = False
-        self._in_flight = deque(kept)
-        self._resend_queue = deque([*replay, *pending])
-        self._events.append(Resending(number, self._resend_attempts))
