@@ -1,20 +1,25 @@
 """Host sampling: one immutable snapshot of the machine Hydrogen runs on.
 
 Two consumers want host data: the WebSocket status frames (once a second)
-and Prometheus scrapes (whenever a scraper calls).  Running psutil for each
-of them would double the cost and, worse, make the two disagree, so a single
+and Prometheus scrapes (whenever a scraper calls).  Sampling for each of
+them would double the cost and, worse, make the two disagree, so a single
 :class:`HostSampler` takes a :class:`HostSnapshot` and both read
-``sampler.latest``.  A scrape therefore never touches psutil.
+``sampler.latest``.  A scrape therefore never touches psutil or ``/proc``.
 
-psutil reads ``/proc`` and ``/sys`` with blocking syscalls; disk usage on a
-stale network mount can block for a long time.  :meth:`HostSampler.sample`
-runs all of it in a worker thread so the event loop (and the printer serial
-link it drives) never stalls on host statistics.
+psutil and the procfs/sysfs readers (:mod:`hydrogen.host_linux`,
+:mod:`hydrogen.host_rpi`) use blocking syscalls; ``statvfs`` on a stale
+network mount can block for a long time.  :meth:`HostSampler.sample` runs all
+of it in a worker thread so the event loop (and the printer serial link it
+drives) never stalls on host statistics.  Everything Linux-specific is read
+below the sampler's ``root`` (``/``; a fake tree in the tests).
 
 Sampling never raises: a host metric is never worth taking the gateway
-down.  Each psutil call that fails degrades to an absent (``None``) or
-empty field and is logged once at debug level, because on some platforms a
-call fails on *every* sample and the log would otherwise fill up.
+down.  Each call that fails degrades to an absent (``None``) or empty field
+and is logged once at debug level, because on some platforms a call fails on
+*every* sample and the log would otherwise fill up.
+
+The snapshot's records live in :mod:`hydrogen.host_snapshot` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -27,22 +32,46 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 
+from hydrogen import host_linux, host_rpi
+from hydrogen.host_snapshot import (
+    CPU_MODES,
+    CpuTimes,
+    DiskCounters,
+    FanReading,
+    FilesystemUsage,
+    HostSnapshot,
+    MemoryUsage,
+    NetworkCounters,
+    PressureTotals,
+    ProcessUsage,
+    SwapUsage,
+    SystemInfo,
+    TemperatureReading,
+    TimexStatus,
+    clean_text,
+)
+
 __all__ = [
+    "CPU_MODES",
+    "CpuTimes",
+    "DiskCounters",
     "FanReading",
     "FilesystemUsage",
     "HostSampler",
     "HostSnapshot",
     "MemoryUsage",
     "NetworkCounters",
+    "PressureTotals",
     "ProcessUsage",
     "SwapUsage",
     "SystemInfo",
     "TemperatureReading",
+    "TimexStatus",
     "clean_text",
 ]
 
@@ -50,282 +79,8 @@ _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-# Read-only image filesystems that `disk_partitions(all=False)` still reports
-# (snap packages, ISO images): always 100 % full and never worth alerting on,
-# they would only drown the real disks in noise.
-_IGNORED_FSTYPES = frozenset({"squashfs", "erofs", "iso9660", "udf"})
-
-
-def clean_text(value: str) -> str:
-    """Return `value` as a string that is guaranteed to encode as UTF-8.
-
-    OS-provided names (mount points, interface and sensor labels) are decoded
-    by Python with ``surrogateescape``, so an undecodable byte becomes a lone
-    surrogate that makes ``str.encode("utf-8")`` raise - inside a Prometheus
-    scrape or a JSON frame, far from the cause.  Such bytes are replaced by
-    U+FFFD here, once, at the edge.
-    """
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def _iso_utc(epoch: float) -> str:
-    """ISO 8601 UTC with a ``Z`` suffix: what browsers' ``Date`` parse natively."""
-    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
-
-
-# --------------------------------------------------------------------------
-# Snapshot records.  All frozen (and slotted: thousands of them are made per
-# hour) so a snapshot can be shared between the WebSocket hub and the metrics
-# collector without either being able to change what the other sees.
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SystemInfo:
-    """``uname`` fields: identify the machine in the status frame."""
-
-    sysname: str = ""
-    nodename: str = ""
-    release: str = ""
-    version: str = ""
-    machine: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryUsage:
-    """Virtual memory in bytes; ``percent`` is psutil's (100 * (total - available) / total)."""
-
-    total_bytes: int
-    available_bytes: int
-    used_bytes: int
-    percent: float
-
-
-@dataclass(frozen=True, slots=True)
-class SwapUsage:
-    """Swap in bytes; ``total_bytes`` is 0 on hosts without swap."""
-
-    total_bytes: int
-    used_bytes: int
-    percent: float
-
-
-@dataclass(frozen=True, slots=True)
-class FilesystemUsage:
-    """Usage of one mounted filesystem.
-
-    ``free_bytes`` is what an unprivileged user can still write (psutil's
-    ``free``), so ``used + free`` may be less than ``total`` by the blocks
-    reserved for root; ``percent`` is relative to ``used + free`` for the
-    same reason (it is what ``df`` shows).
-    """
-
-    mountpoint: str
-    device: str
-    fstype: str
-    total_bytes: int
-    used_bytes: int
-    free_bytes: int
-    percent: float
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkCounters:
-    """Cumulative counters of one network interface since boot (psutil names)."""
-
-    interface: str
-    bytes_sent: int
-    bytes_recv: int
-    packets_sent: int
-    packets_recv: int
-    errin: int
-    errout: int
-    dropin: int
-    dropout: int
-
-
-@dataclass(frozen=True, slots=True)
-class TemperatureReading:
-    """One temperature sensor; ``high``/``critical`` are ``None`` where the chip has none."""
-
-    chip: str
-    label: str
-    current_celsius: float
-    high_celsius: float | None = None
-    critical_celsius: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FanReading:
-    """One fan tachometer."""
-
-    chip: str
-    label: str
-    rpm: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessUsage:
-    """Resources of the Hydrogen process itself.
-
-    ``cpu_percent`` follows top's convention: 100 means one full core, so it
-    can exceed 100 on a multi-core host.
-    """
-
-    threads: int
-    vms_bytes: int
-    rss_bytes: int
-    cpu_percent: float
-    cpu_user_seconds: float
-    cpu_system_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class HostSnapshot:
-    """Everything known about the host at one instant.
-
-    Fields are the raw, typed values (the metrics collector reads these);
-    the ``*_dict`` methods shape them for the JSON status frame.  An absent
-    value (``None`` or empty) means psutil could not provide it on this
-    platform or this time - never a made-up zero.
-
-    Every field but ``taken_at`` has a default so tests and tools can build
-    synthetic snapshots with just the parts they care about.
-    """
-
-    taken_at: float
-    """Wall clock (epoch seconds) when sampling started."""
-    sample_duration_seconds: float = 0.0
-    """How long the psutil calls took, slow parts included when refreshed."""
-    system: SystemInfo = SystemInfo()
-    cpu_percent: float | None = None
-    """All CPUs, 0..100, averaged over the time since the previous sample."""
-    cpu_per_core: tuple[float, ...] = ()
-    """Per logical CPU, 0..100, same window as ``cpu_percent``."""
-    cpu_count: int | None = None
-    load_average: tuple[float, float, float] | None = None
-    memory: MemoryUsage | None = None
-    swap: SwapUsage | None = None
-    filesystems: tuple[FilesystemUsage, ...] = ()
-    network: tuple[NetworkCounters, ...] = ()
-    temperatures: tuple[TemperatureReading, ...] = ()
-    fans: tuple[FanReading, ...] = ()
-    boot_time: float | None = None
-    """Epoch seconds."""
-    uptime_seconds: float | None = None
-    process: ProcessUsage | None = None
-    slow_sampled_at: float | None = None
-    """When filesystems/sensors were last refreshed (they are reused in between)."""
-
-    def system_dict(self) -> dict[str, str]:
-        """``uname`` as the status frame's ``system`` object."""
-        s = self.system
-        return {
-            "sysname": s.sysname,
-            "nodename": s.nodename,
-            "release": s.release,
-            "version": s.version,
-            "machine": s.machine,
-        }
-
-    def process_dict(self, running: bool, shutting_down: bool) -> dict[str, Any]:
-        """The status frame's ``process`` object.
-
-        The camelCase keys are the legacy Hydrogen wire format that existing
-        clients parse; do not "fix" them.  Unknown values are 0 rather than
-        ``null`` because those clients treat them as plain numbers.
-        """
-        p = self.process
-        return {
-            "running": running,
-            "shutting_down": shutting_down,
-            "totalThreads": p.threads if p else 0,
-            "totalVirtualMemoryBytes": p.vms_bytes if p else 0,
-            "totalResidentMemoryBytes": p.rss_bytes if p else 0,
-        }
-
-    def host_dict(self) -> dict[str, Any]:
-        """JSON-ready host object for the status frame.
-
-        Built fresh on each call from plain fields (no psutil, no I/O), so it
-        costs microseconds.  The shape is stable: every key is always present
-        whatever the platform; an unknown scalar is ``null`` and an unknown
-        collection is empty, so clients never need to probe for keys.
-        Percentages are 0..100 (what people read), rounded to 0.1 like
-        psutil's own; everything else is in base units.
-        """
-        mem = self.memory
-        swap = self.swap
-        temperatures: dict[str, list[dict[str, Any]]] = {}
-        for t in self.temperatures:
-            temperatures.setdefault(t.chip, []).append(
-                {
-                    "label": t.label,
-                    "current_celsius": t.current_celsius,
-                    "high_celsius": t.high_celsius,
-                    "critical_celsius": t.critical_celsius,
-                }
-            )
-        fans: dict[str, list[dict[str, Any]]] = {}
-        for f in self.fans:
-            fans.setdefault(f.chip, []).append({"label": f.label, "rpm": f.rpm})
-        return {
-            "cpu": {
-                "percent": None if self.cpu_percent is None else round(self.cpu_percent, 1),
-                "per_core": [round(c, 1) for c in self.cpu_per_core],
-                "count": self.cpu_count,
-                "load_average": None if self.load_average is None else list(self.load_average),
-            },
-            "memory": {
-                "total_bytes": mem.total_bytes if mem else None,
-                "available_bytes": mem.available_bytes if mem else None,
-                "used_bytes": mem.used_bytes if mem else None,
-                "percent": mem.percent if mem else None,
-            },
-            "swap": {
-                "total_bytes": swap.total_bytes if swap else None,
-                "used_bytes": swap.used_bytes if swap else None,
-                "percent": swap.percent if swap else None,
-            },
-            "filesystems": [
-                {
-                    "mountpoint": fs.mountpoint,
-                    "device": fs.device,
-                    "fstype": fs.fstype,
-                    "total_bytes": fs.total_bytes,
-                    "used_bytes": fs.used_bytes,
-                    "free_bytes": fs.free_bytes,
-                    "percent": fs.percent,
-                }
-                for fs in self.filesystems
-            ],
-            "network": {
-                n.interface: {
-                    "bytes_sent": n.bytes_sent,
-                    "bytes_recv": n.bytes_recv,
-                    "packets_sent": n.packets_sent,
-                    "packets_recv": n.packets_recv,
-                    "errin": n.errin,
-                    "errout": n.errout,
-                    "dropin": n.dropin,
-                    "dropout": n.dropout,
-                }
-                for n in self.network
-            },
-            "temperatures": temperatures,
-            "fans": fans,
-            "uptime_seconds": self.uptime_seconds,
-            "boot_time": None if self.boot_time is None else _iso_utc(self.boot_time),
-            "sampled_at": _iso_utc(self.taken_at),
-        }
+#: Called on the event loop with every new snapshot (see :meth:`HostSampler.add_listener`).
+SnapshotListener = Callable[[HostSnapshot], None]
 
 
 # --------------------------------------------------------------------------
@@ -342,6 +97,9 @@ class _SlowParts:
     fans: tuple[FanReading, ...]
     sampled_at: float
     monotonic: float
+    os_release: tuple[tuple[str, str], ...] = ()
+    domainname: str = ""
+    vcgencmd_throttled: int | None = None
 
 
 def _cpu_busy_total(times: Any) -> tuple[float, float]:
@@ -386,10 +144,26 @@ class HostSampler:
     ``statvfs`` per mount, a ``/sys/class/hwmon`` walk), so they are only
     refreshed when older than ``slow_interval`` seconds and the previous
     tuples are reused - by identity - in between.
+
+    ``root``, ``statvfs``, ``adjtimex`` and ``vcgencmd`` are where the Linux
+    readings come from; tests give a fake tree and fakes.
     """
 
-    def __init__(self, *, slow_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        slow_interval: float = 10.0,
+        root: Path | str = "/",
+        statvfs: Callable[[str], Any] = os.statvfs,
+        adjtimex: Callable[[], TimexStatus | None] = host_linux.adjtimex,
+        vcgencmd: Callable[[], int | None] = host_rpi.run_vcgencmd,
+    ) -> None:
         self._slow_interval = slow_interval
+        self._root = Path(root)
+        self._statvfs = statvfs
+        self._adjtimex = adjtimex
+        self._vcgencmd = vcgencmd
+        self._listeners: list[SnapshotListener] = []
         self._latest: HostSnapshot | None = None
         self._slow: _SlowParts | None = None
         self._slow_refreshes = 0
@@ -406,6 +180,11 @@ class HostSampler:
     def latest(self) -> HostSnapshot | None:
         """The most recent snapshot, or ``None`` before the first :meth:`sample`."""
         return self._latest
+
+    def add_listener(self, listener: SnapshotListener) -> None:
+        """Call ``listener(snapshot)`` on the event loop after every sample (a watcher
+        such as the under-voltage notification); one that raises is logged and kept."""
+        self._listeners.append(listener)
 
     @property
     def slow_interval(self) -> float:
@@ -430,6 +209,11 @@ class HostSampler:
             self._note_failure("sample", "thread")
             snapshot = HostSnapshot(taken_at=time.time(), system=self._uname())
         self._latest = snapshot
+        for listener in self._listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                _log.exception("host snapshot listener %r failed", listener)
         return snapshot
 
     # -- worker-thread side -------------------------------------------------
@@ -464,15 +248,22 @@ class HostSampler:
             network = self._try("network", self._network) or ()
             boot = self._try("boot_time", psutil.boot_time)
             process = self._try("process", self._process)
+            root = self._root
+            cpu_times = self._try("proc/stat", lambda: host_linux.read_cpu_times(root)) or ()
+            meminfo = self._try("proc/meminfo", lambda: host_linux.read_meminfo(root)) or ()
+            disks = self._try("proc/diskstats", lambda: host_linux.read_diskstats(root)) or ()
+            pressure = self._try("proc/pressure", lambda: host_linux.read_pressure(root)) or ()
+            timex = self._try("adjtimex", self._adjtimex)
+            throttled = self._try("get_throttled", lambda: host_rpi.read_throttled(root))
             slow = self._slow
             if slow is None or now - slow.monotonic >= self._slow_interval:
-                slow = self._read_slow(taken_at, now)
+                slow = self._read_slow(taken_at, now, vcgencmd=throttled is None)
             duration = time.perf_counter() - start
 
         return HostSnapshot(
             taken_at=taken_at,
             sample_duration_seconds=duration,
-            system=self._uname(),
+            system=self._uname(slow.domainname),
             cpu_percent=cpu_percent,
             cpu_per_core=per_core,
             cpu_count=count,
@@ -487,10 +278,17 @@ class HostSampler:
             uptime_seconds=None if boot is None else max(taken_at - boot, 0.0),
             process=process,
             slow_sampled_at=slow.sampled_at,
+            cpu_times=cpu_times,
+            meminfo=meminfo,
+            disks=disks,
+            pressure=pressure,
+            os_release=slow.os_release,
+            timex=timex,
+            rpi_throttled=throttled if throttled is not None else slow.vcgencmd_throttled,
         )
 
     @staticmethod
-    def _uname() -> SystemInfo:
+    def _uname(domainname: str = "") -> SystemInfo:
         if hasattr(os, "uname"):
             u = os.uname()
             fields = (u.sysname, u.nodename, u.release, u.version, u.machine)
@@ -499,7 +297,12 @@ class HostSampler:
             fields = (p.system, p.node, p.release, p.version, p.machine)
         sysname, nodename, release, version, machine = (clean_text(f) for f in fields)
         return SystemInfo(
-            sysname=sysname, nodename=nodename, release=release, version=version, machine=machine
+            sysname=sysname,
+            nodename=nodename,
+            release=release,
+            version=version,
+            machine=machine,
+            domainname=domainname,
         )
 
     def _cpu(self) -> tuple[float | None, tuple[float, ...]]:
@@ -581,57 +384,45 @@ class HostSampler:
             cpu_system_seconds=times.system,
         )
 
-    def _read_slow(self, taken_at: float, now: float) -> _SlowParts:
+    def _read_slow(self, taken_at: float, now: float, *, vcgencmd: bool) -> _SlowParts:
         self._slow_refreshes += 1
+        root = self._root
+        sensors = self._try("hwmon", lambda: host_linux.read_hwmon(root)) or ((), ())
+        temperatures, fans = sensors
+        if not (root / "sys/class").is_dir():  # not Linux: psutil knows the platform
+            temperatures = self._try("sensors_temperatures", self._temperatures) or ()
+            fans = self._try("sensors_fans", self._fans) or ()
+        elif not temperatures:
+            temperatures = self._try("thermal", lambda: host_linux.read_thermal_zones(root)) or ()
         slow = _SlowParts(
-            filesystems=self._try("disk_partitions", self._filesystems) or (),
-            temperatures=self._try("sensors_temperatures", self._temperatures) or (),
-            fans=self._try("sensors_fans", self._fans) or (),
+            filesystems=self._try("filesystems", self._filesystems) or (),
+            temperatures=temperatures,
+            fans=fans,
             sampled_at=taken_at,
             monotonic=now,
+            os_release=self._try("os-release", lambda: host_linux.read_os_release(root)) or (),
+            domainname=self._try("domainname", lambda: host_linux.read_domainname(root)) or "",
+            vcgencmd_throttled=self._try("vcgencmd", self._vcgencmd) if vcgencmd else None,
         )
         self._slow = slow
         return slow
 
     def _filesystems(self) -> tuple[FilesystemUsage, ...]:
-        """Usage of each real filesystem once.
-
-        ``all=False`` already drops pseudo filesystems (proc, tmpfs, cgroup,
-        overlay...).  A device mounted several times (bind mounts, btrfs
-        subvolumes) has the same usage everywhere, so it is reported once, at
-        its shortest mount point - normally the "real" one.
-        """
-        by_device: dict[str, Any] = {}
-        for part in psutil.disk_partitions(all=False):
-            if part.fstype in _IGNORED_FSTYPES:
-                continue
-            key = part.device or part.mountpoint
-            kept = by_device.get(key)
-            if kept is None or (len(part.mountpoint), part.mountpoint) < (
-                len(kept.mountpoint),
-                kept.mountpoint,
-            ):
-                by_device[key] = part
-        result: list[FilesystemUsage] = []
-        for part in sorted(by_device.values(), key=lambda p: p.mountpoint):
-            usage = self._try(
-                f"disk_usage {part.mountpoint}",
-                lambda mp=part.mountpoint: psutil.disk_usage(mp),
-            )
-            if usage is None:  # unreadable or vanished mount: skip just that one
-                continue
-            result.append(
-                FilesystemUsage(
-                    mountpoint=clean_text(part.mountpoint),
-                    device=clean_text(part.device),
-                    fstype=clean_text(part.fstype),
-                    total_bytes=usage.total,
-                    used_bytes=usage.used,
-                    free_bytes=usage.free,
-                    percent=usage.percent,
+        """``statvfs`` of each real filesystem once (see :func:`host_linux.read_mounts`);
+        psutil lists them where there is no ``/proc/self/mounts``."""
+        mounts = host_linux.read_mounts(self._root)
+        if mounts is None:
+            mounts = [
+                host_linux.Mount(
+                    clean_text(p.device),
+                    clean_text(p.mountpoint),
+                    clean_text(p.fstype),
+                    tuple(p.opts.split(",")),
                 )
-            )
-        return tuple(result)
+                for p in psutil.disk_partitions(all=False)
+                if p.fstype not in host_linux.IGNORED_FSTYPES
+            ]
+        return tuple(host_linux.filesystem_usage(m, self._statvfs, self._root) for m in mounts)
 
     @staticmethod
     def _temperatures() -> tuple[TemperatureReading, ...]:

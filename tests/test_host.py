@@ -16,6 +16,7 @@ import threading
 import time
 from collections import namedtuple
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -36,7 +37,7 @@ from hydrogen.host import (
     TemperatureReading,
     clean_text,
 )
-from hydrogen.metrics.host import FAMILIES, HostCollector, unique_sensor_keys
+from hydrogen.metrics.host import DEPRECATED, FAMILIES, HostCollector, unique_sensor_keys
 
 PROMTOOL = "/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else shutil.which("promtool")
 
@@ -237,19 +238,17 @@ async def test_sample_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -
     loop_thread = threading.get_ident()
     psutil_threads: set[int] = set()
     real_memory = psutil.virtual_memory
-    real_usage = psutil.disk_usage
 
     def memory() -> Any:
         psutil_threads.add(threading.get_ident())
         return real_memory()
 
-    def slow_usage(path: str) -> Any:
+    def slow_statvfs(path: str) -> Any:
         psutil_threads.add(threading.get_ident())
         time.sleep(0.3)  # a sluggish mount: must not freeze the loop
-        return real_usage(path)
+        return os.statvfs(path)
 
     monkeypatch.setattr(psutil, "virtual_memory", memory)
-    monkeypatch.setattr(psutil, "disk_usage", slow_usage)
 
     ticks = 0
 
@@ -261,7 +260,7 @@ async def test_sample_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -
 
     task = asyncio.create_task(ticker())
     try:
-        snap = await HostSampler().sample()
+        snap = await HostSampler(statvfs=slow_statvfs).sample()
     finally:
         task.cancel()
     assert psutil_threads and loop_thread not in psutil_threads
@@ -325,7 +324,7 @@ async def test_cpu_percent_is_delta_since_previous_sample(monkeypatch: pytest.Mo
 
 
 async def test_failures_degrade_to_absent_fields_and_log_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise OSError("no /proc here")
@@ -346,7 +345,8 @@ async def test_failures_degrade_to_absent_fields_and_log_once(
     monkeypatch.setattr(psutil, "Process", broken)
 
     caplog.set_level(logging.DEBUG, logger="hydrogen.host")
-    sampler = HostSampler(slow_interval=0.0)
+    # An empty root: no /proc, no /sys (psutil, broken above, is the fallback).
+    sampler = HostSampler(slow_interval=0.0, root=tmp_path, adjtimex=broken, vcgencmd=broken)
     snap = await sampler.sample()
     await sampler.sample()
 
@@ -355,6 +355,8 @@ async def test_failures_degrade_to_absent_fields_and_log_once(
     assert snap.filesystems == () and snap.network == () and snap.process is None
     assert snap.temperatures == () and snap.fans == ()
     assert snap.boot_time is None and snap.uptime_seconds is None
+    assert snap.cpu_times == () and snap.meminfo == () and snap.disks == ()
+    assert snap.pressure == () and snap.timex is None and snap.rpi_throttled is None
     assert snap.system.sysname == os.uname().sysname
 
     host = snap.host_dict()
@@ -371,29 +373,62 @@ async def test_failures_degrade_to_absent_fields_and_log_once(
     text = _exposition(sampler)
     families = _parse(text)
     assert "hydrogen_host_memory_total_bytes" not in families
+    assert "hydrogen_host_memory_mem_total_bytes" not in families
+    assert not any(name.startswith("hydrogen_host_rpi_") for name in families)
     assert "hydrogen_host_sample_timestamp_seconds" in families
     _promtool(text)
 
 
-async def test_one_unreadable_mount_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
-    Part = namedtuple("Part", "device mountpoint fstype opts")
-    parts = [
-        Part("/dev/vda", "/", "ext4", "rw"),
-        Part("/dev/vda", "/srv/bind", "ext4", "rw"),  # bind mount: deduped
-        Part("/dev/loop3", "/snap/core/1", "squashfs", "ro"),  # image: ignored
-        Part("/dev/sdb1", "/mnt/gone", "vfat", "rw"),  # vanished
-    ]
-    real_usage = psutil.disk_usage
+async def test_mounts_dedup_skip_images_and_report_a_failing_one(tmp_path: Path) -> None:
+    """Read from a fake /proc: a bind mount is reported once, pseudo and image
+    filesystems not at all, and a mount whose statvfs fails is a device error that
+    stays out of the status frame."""
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/filesystems").write_text("nodev\tproc\nnodev\ttmpfs\n\text4\n\tvfat\n")
+    (tmp_path / "proc/self/mounts").write_text(
+        "/dev/vda / ext4 rw,relatime 0 0\n"
+        "/dev/vda /srv/bind ext4 rw,relatime 0 0\n"  # bind mount: deduped
+        "proc /proc proc rw 0 0\n"  # pseudo
+        "tmpfs /run tmpfs rw 0 0\n"  # pseudo
+        "/dev/loop3 /snap/core/1 squashfs ro 0 0\n"  # image: ignored
+        "/dev/sdb1 /mnt/gone vfat rw 0 0\n"  # vanished
+        "/dev/sdc1 /mnt/my\\040card vfat ro 0 0\n"  # a space, mounted read-only
+    )
+    real = os.statvfs("/")
 
-    def usage(path: str) -> Any:
-        if path == "/mnt/gone":
+    def statvfs(path: str) -> Any:
+        if path.endswith("/mnt/gone"):
             raise PermissionError(path)
-        return real_usage("/")
+        return real
 
-    monkeypatch.setattr(psutil, "disk_partitions", lambda all=False: parts)
-    monkeypatch.setattr(psutil, "disk_usage", usage)
-    snap = await HostSampler().sample()
-    assert [fs.mountpoint for fs in snap.filesystems] == ["/"]
+    sampler = HostSampler(root=tmp_path, statvfs=statvfs)
+    snap = await sampler.sample()
+    by_mount = {fs.mountpoint: fs for fs in snap.filesystems}
+    assert sorted(by_mount) == ["/", "/mnt/gone", "/mnt/my card"]
+    assert by_mount["/mnt/gone"].device_error and not by_mount["/"].device_error
+    assert by_mount["/mnt/my card"].readonly and not by_mount["/"].readonly
+    assert [fs["mountpoint"] for fs in snap.host_dict()["filesystems"]] == ["/", "/mnt/my card"]
+
+    families = _parse(_exposition(sampler))
+    error = _values(families["hydrogen_host_filesystem_device_error"])
+    assert error == {
+        (("device", "/dev/vda"), ("fstype", "ext4"), ("mountpoint", "/")): 0,
+        (("device", "/dev/sdb1"), ("fstype", "vfat"), ("mountpoint", "/mnt/gone")): 1,
+        (("device", "/dev/sdc1"), ("fstype", "vfat"), ("mountpoint", "/mnt/my card")): 0,
+    }
+    readonly = _values(families["hydrogen_host_filesystem_readonly"])
+    assert [dict(k)["mountpoint"] for k, v in readonly.items() if v == 1] == ["/mnt/my card"]
+    size = _values(families["hydrogen_host_filesystem_size_bytes"])
+    assert {dict(k)["mountpoint"] for k in size} == {"/", "/mnt/my card"}  # not the failed one
+    root = (("device", "/dev/vda"), ("fstype", "ext4"), ("mountpoint", "/"))
+    assert size[root] == real.f_blocks * real.f_frsize
+    assert _values(families["hydrogen_host_filesystem_avail_bytes"])[root] == (
+        real.f_bavail * real.f_frsize
+    )
+    assert _values(families["hydrogen_host_filesystem_free_bytes"])[root] == (
+        real.f_bfree * real.f_frsize
+    )
+    assert _values(families["hydrogen_host_filesystem_files_free"])[root] == real.f_ffree
 
 
 async def test_thread_handoff_failure_still_returns_a_snapshot(
@@ -431,39 +466,77 @@ async def test_collector_exports_the_snapshot() -> None:
     families = _parse(text)
 
     expected = {
-        "hydrogen_host_cpu_usage_ratio",
-        "hydrogen_host_cpu_core_usage_ratio",
+        "hydrogen_host_cpu_seconds_total",
         "hydrogen_host_cpus",
         "hydrogen_host_load1",
         "hydrogen_host_load5",
         "hydrogen_host_load15",
-        "hydrogen_host_memory_total_bytes",
-        "hydrogen_host_memory_available_bytes",
-        "hydrogen_host_swap_total_bytes",
-        "hydrogen_host_swap_used_bytes",
+        "hydrogen_host_memory_mem_total_bytes",
+        "hydrogen_host_memory_mem_free_bytes",
+        "hydrogen_host_memory_mem_available_bytes",
+        "hydrogen_host_memory_buffers_bytes",
+        "hydrogen_host_memory_cached_bytes",
+        "hydrogen_host_memory_swap_total_bytes",
+        "hydrogen_host_memory_swap_free_bytes",
         "hydrogen_host_filesystem_size_bytes",
         "hydrogen_host_filesystem_free_bytes",
-        "hydrogen_host_filesystem_used_bytes",
+        "hydrogen_host_filesystem_avail_bytes",
+        "hydrogen_host_filesystem_files",
+        "hydrogen_host_filesystem_files_free",
+        "hydrogen_host_filesystem_readonly",
+        "hydrogen_host_filesystem_device_error",
         "hydrogen_host_network_receive_bytes_total",
         "hydrogen_host_network_transmit_bytes_total",
         "hydrogen_host_network_receive_packets_total",
         "hydrogen_host_network_transmit_packets_total",
+        "hydrogen_host_network_receive_errs_total",
+        "hydrogen_host_network_transmit_errs_total",
+        "hydrogen_host_network_receive_drop_total",
+        "hydrogen_host_network_transmit_drop_total",
+        "hydrogen_host_os_info",
+        "hydrogen_host_uname_info",
+        "hydrogen_host_boot_time_seconds",
+        "hydrogen_host_timex_sync_status",
+        "hydrogen_host_timex_offset_seconds",
+        "hydrogen_host_timex_maxerror_seconds",
+        "hydrogen_host_timex_estimated_error_seconds",
+        "hydrogen_host_uptime_seconds",
+        "hydrogen_host_sample_timestamp_seconds",
+        "hydrogen_host_sample_duration_seconds",
+        # DEPRECATED, one more release
+        "hydrogen_host_cpu_usage_ratio",
+        "hydrogen_host_cpu_core_usage_ratio",
+        "hydrogen_host_memory_total_bytes",
+        "hydrogen_host_memory_available_bytes",
+        "hydrogen_host_swap_total_bytes",
+        "hydrogen_host_swap_used_bytes",
+        "hydrogen_host_filesystem_used_bytes",
         "hydrogen_host_network_receive_errors_total",
         "hydrogen_host_network_transmit_errors_total",
         "hydrogen_host_network_receive_drops_total",
         "hydrogen_host_network_transmit_drops_total",
-        "hydrogen_host_boot_time_seconds",
-        "hydrogen_host_uptime_seconds",
-        "hydrogen_host_sample_timestamp_seconds",
-        "hydrogen_host_sample_duration_seconds",
     }
-    # No sensors on this VM: those families are absent, not zero.
-    assert set(families) == expected
+    # Disks, PSI and sensors depend on the machine; a Pi's flags are absent here.
+    if Path("/proc/pressure/cpu").exists():
+        expected.add("hydrogen_host_pressure_cpu_waiting_seconds_total")
+    if snap.disks:
+        expected |= {f"hydrogen_host_disk_{n}_total" for n in ("read_bytes", "written_bytes")}
+        expected.add("hydrogen_host_disk_io_time_seconds_total")
+    optional = {
+        spec.name + ("_total" if spec.kind == "counter" else "")
+        for spec in FAMILIES
+        if "pressure" in spec.name or "temperature" in spec.name or "fan" in spec.name
+    }
+    assert expected <= set(families) <= expected | optional
     for family in families.values():
         assert family.documentation
-        assert family.type == (
-            "counter" if family.name.startswith("hydrogen_host_net") else "gauge"
-        )
+        deprecated = "DEPRECATED:" in family.documentation
+        assert deprecated == (family.name in {s.name for s in DEPRECATED}), family.name
+    cpu = _values(families["hydrogen_host_cpu_seconds_total"])
+    assert {dict(k)["mode"] for k in cpu} == {
+        "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"
+    }  # fmt: skip
+    assert len(cpu) == 8 * os.cpu_count()
     assert "# TYPE hydrogen_host_network_receive_bytes_total counter" in text
 
     def scalar(name: str) -> float:
@@ -492,14 +565,18 @@ async def test_collector_exports_the_snapshot() -> None:
     root = next(fs for fs in snap.filesystems if fs.mountpoint == "/")
     root_key = (("device", root.device), ("fstype", root.fstype), ("mountpoint", "/"))
     assert _values(families["hydrogen_host_filesystem_size_bytes"])[root_key] == root.total_bytes
-    assert _values(families["hydrogen_host_filesystem_free_bytes"])[root_key] == root.free_bytes
+    assert _values(families["hydrogen_host_filesystem_avail_bytes"])[root_key] == root.free_bytes
+    assert (
+        _values(families["hydrogen_host_filesystem_free_bytes"])[root_key]
+        == root.free_for_root_bytes
+    )
     assert _values(families["hydrogen_host_filesystem_used_bytes"])[root_key] == root.used_bytes
 
     lo = next(n for n in snap.network if n.interface == "lo")
     received = _values(families["hydrogen_host_network_receive_bytes_total"])
     sent = _values(families["hydrogen_host_network_transmit_packets_total"])
-    assert received[(("interface", "lo"),)] == lo.bytes_recv
-    assert sent[(("interface", "lo"),)] == lo.packets_sent
+    assert received[(("device", "lo"), ("interface", "lo"))] == lo.bytes_recv
+    assert sent[(("device", "lo"), ("interface", "lo"))] == lo.packets_sent
     assert len(received) == len(snap.network)
 
     _promtool(text)
@@ -543,9 +620,9 @@ def _synthetic() -> HostSnapshot:
         FanReading(ODD, ODD, 1234),
     )
     filesystems = (
-        FilesystemUsage("/", "/dev/root", "ext4", 1000, 400, 500, 44.4),
-        FilesystemUsage("/", "/dev/root", "ext4", 1000, 400, 500, 44.4),  # duplicate
-        FilesystemUsage("/media/" + ODD, "/dev/sda1", "vfat", 10, 1, 9, 10.0),
+        FilesystemUsage("/", "/dev/root", "ext4", 1000, 400, 500, 44.4, 600, 64, 32),
+        FilesystemUsage("/", "/dev/root", "ext4", 1000, 400, 500, 44.4, 600, 64, 32),  # twice
+        FilesystemUsage("/media/" + ODD, "/dev/sda1", "vfat", 10, 1, 9, 10.0, 9, 0, 0),
     )
     network = (
         NetworkCounters("lo", 1, 2, 3, 4, 5, 6, 7, 8),
@@ -596,9 +673,17 @@ def test_synthetic_sensors_duplicates_and_odd_labels() -> None:
         (("chip", "nct6775"), ("sensor", "fan1")): 950,
         (("chip", ODD), ("sensor", ODD)): 1234,
     }
-    assert _values(families["hydrogen_host_filesystem_free_bytes"]) == {
+    assert _values(families["hydrogen_host_filesystem_avail_bytes"]) == {
         (("device", "/dev/root"), ("fstype", "ext4"), ("mountpoint", "/")): 500,
         (("device", "/dev/sda1"), ("fstype", "vfat"), ("mountpoint", "/media/" + ODD)): 9,
+    }
+    assert _values(families["hydrogen_host_filesystem_free_bytes"]) == {
+        (("device", "/dev/root"), ("fstype", "ext4"), ("mountpoint", "/")): 600,
+        (("device", "/dev/sda1"), ("fstype", "vfat"), ("mountpoint", "/media/" + ODD)): 9,
+    }
+    assert _values(families["hydrogen_host_network_transmit_drop_total"]) == {
+        (("device", "lo"), ("interface", "lo")): 8,
+        (("device", 'wl"an\\0\n'), ("interface", 'wl"an\\0\n')): 0,
     }
     assert _values(families["hydrogen_host_network_transmit_drops_total"]) == {
         (("interface", "lo"),): 8,
