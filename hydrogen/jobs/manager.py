@@ -19,6 +19,7 @@ from typing import Any
 from hydrogen import protocol
 from hydrogen.dispatch import Session
 from hydrogen.gateway import Gateway
+from hydrogen.host_rpi import watch_undervoltage
 from hydrogen.jobs.files import FileError, FileInUse, FileStore
 from hydrogen.jobs.job import Job, JobError, JobRunner, JobState, check_file
 from hydrogen.jobs.metadata import GcodeMetadata
@@ -58,6 +59,8 @@ class JobManager:
             printer.action_listeners.append(self._printer_action_listener(printer))
         gateway.add_service(self)
         gateway.add_status_contributor(self._summary)
+        # Under-voltage on a Raspberry Pi host while a job runs: a notification.
+        watch_undervoltage(gateway.sampler, gateway.notify, lambda: list(self.runners))
         d = gateway.dispatcher
         d.register("jobs", self._on_jobs)
         d.register("job_history", self._on_history)

@@ -22,6 +22,12 @@ _MAX_POWER = 127.0
 _P = ("printer",)
 _HEATER = ("printer", "heater")
 
+INFO = FamilySpec(
+    "hydrogen_printer",
+    "info",
+    "The printer's firmware as its M115 reported it (after the first handshake).",
+    _P,
+)
 CONNECTED = FamilySpec(
     "hydrogen_printer_connected", "gauge", "1 when the printer's link is up and handshaken.", _P
 )
@@ -85,6 +91,7 @@ _LINK_COUNTERS: tuple[tuple[FamilySpec, str], ...] = (
 
 #: Every family :class:`PrinterCollector` exports, in exposition order.
 FAMILIES: tuple[FamilySpec, ...] = (
+    INFO,
     CONNECTED,
     STATE,
     TEMPERATURE,
@@ -111,12 +118,22 @@ class PrinterCollector(Collector):
         return describe(FAMILIES)
 
     def collect(self) -> Iterator[Metric]:
-        connected, state = CONNECTED.family(), STATE.family()
+        info, connected, state = INFO.family(), CONNECTED.family(), STATE.family()
         temp, target, power = TEMPERATURE.family(), TARGET.family(), POWER.family()
         counters = [(spec.family(), attr) for spec, attr in _LINK_COUNTERS]
         errors = ERRORS.family()
         for p in list(self._printers.values()):
             up = p.state in (PrinterState.READY, PrinterState.BUSY)
+            firmware = p.firmware
+            if firmware is not None:
+                info.add_metric(
+                    [p.name],
+                    {
+                        "firmware": firmware.name,
+                        "machine_type": firmware.fields.get("MACHINE_TYPE", ""),
+                        "protocol": firmware.fields.get("PROTOCOL_VERSION", ""),
+                    },
+                )
             connected.add_metric([p.name], 1.0 if up else 0.0)
             for s in PrinterState:
                 state.add_metric([p.name, s.value], 1.0 if p.state is s else 0.0)
@@ -131,6 +148,7 @@ class PrinterCollector(Collector):
                 family.add_metric([p.name], getattr(p.stats, attr))
             for kind, count in sorted(p.stats.errors_by_kind.items()):
                 errors.add_metric([p.name, kind], count)
+        yield info
         yield connected
         yield state
         yield temp
