@@ -6,14 +6,17 @@
 * End to end: a real gateway subprocess and a real ``prometheus`` server using the
   shipped config, changed only where it must be (target address, key file path,
   intervals), so the shipped scrape job (``Authorization: Key`` from a credentials file)
-  and the shipped rules are what gets exercised.  Then every dashboard query runs
-  against that Prometheus.
+  and the shipped rules are what gets exercised.  The simulated printer runs a whole
+  print; then every dashboard query runs against that Prometheus, during the print and
+  after it, and each must return series (hardware-dependent panels excepted where this
+  machine lacks the hardware), so a renamed metric can never leave a dead panel.
 * The dashboard's structure, and that every metric name it (or an alert) uses is one the
   live gateway exposes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -27,9 +30,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from hydrogen.metrics.host import DEPRECATED as HOST_DEPRECATED
 from hydrogen.metrics.host import FAMILIES as HOST_FAMILIES
+from hydrogen.metrics.jobs import FAMILIES as JOB_FAMILIES
 from tests.process import GatewayProcess, start_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,10 +66,14 @@ ALERTS = {
     "HeaterRisingWithTargetZero",
     "FilesystemNearlyFull",
     "JobFailed",
+    "PrinterDisconnectedDuringJob",
+    "FilesystemReadOnly",
+    "UnderVoltageDuringJob",
 }
-#: Job metrics the dashboard and the alerts use; the only names allowed to be missing
-#: from the live gateway (they arrive with the jobs layer).
-JOB_METRICS = {"hydrogen_jobs_total", "hydrogen_job_progress_ratio", "hydrogen_job_printing"}
+#: Job metrics that exist only while a job runs (absent from an idle gateway's scrape).
+JOB_METRICS = {
+    spec.name + {"counter": "_total", "info": "_info"}.get(spec.kind, "") for spec in JOB_FAMILIES
+}
 #: Series Prometheus adds to every target itself.
 PROMETHEUS_SERIES = {"up"}
 
@@ -181,6 +191,89 @@ def dashboard_exprs() -> list[tuple[str, str]]:
     ]
 
 
+def dashboard_targets() -> list[tuple[str, str, str]]:
+    """(panel title, refId, expr) for every query of every panel."""
+    return [
+        (panel["title"], target["refId"], target["expr"])
+        for panel in dashboard()["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$instance": ".+", "$printer": ".+"}
+
+#: A file the simulated printer takes several seconds over (G4 dwells), with a slicer
+#: estimate so "time left" has a value from the first line.
+PRINT_FILE = b";TIME:600\nG28\nM104 S200\nG4 S3\nG1 X10 Y10\nG4 S3\nG1 X20 Y20\nM104 S0\n"
+
+#: Panels that show hardware this machine may lack: allowed to be empty only when the
+#: gateway's own scrape has no such series (on a Pi, the throttling panel must show).
+HARDWARE = {
+    ("Host temperatures", "A"): "hydrogen_host_temperature_celsius{",
+    ("Memory used", "B"): "hydrogen_host_memory_swap_total_bytes 0.0",
+    **{("Raspberry Pi throttling", ref): "hydrogen_host_rpi_undervoltage " for ref in "ABCDE"},
+    # firmware errors by kind: none in a clean run
+    ("Link health: errors, resends, reconnects, recoveries", "A"): "hydrogen_printer_errors_total{",
+}
+
+
+def may_be_empty(title: str, ref: str, exposition: str) -> bool:
+    marker = HARDWARE.get((title, ref))
+    if marker is None:
+        return False
+    if marker.endswith(" 0.0"):  # present with this value: nothing to show
+        return marker in exposition
+    return marker not in exposition
+
+
+def send_command(port: int, gcode: str) -> None:
+    """A G-code command over the WebSocket API, as the dashboard's terminal sends it."""
+
+    async def send() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"ws://127.0.0.1:{port}/",
+                protocols=["hydrogen-protocol"],
+                headers={"Authorization": f"Key {KEY}"},
+            ) as ws,
+        ):
+            await ws.send_json({"type": "command", "id": 1, "printer": "sim", "gcode": gcode})
+            while True:
+                frame = json.loads((await ws.receive(timeout=10)).data)
+                if frame.get("id") == 1:
+                    return frame
+
+    reply = asyncio.run(send())
+    assert reply["type"] != "error", reply
+
+
+def upload_and_print(port: int, name: str, data: bytes) -> None:
+    """OctoPrint's upload with ``print=true``: the simplest way to start a job over HTTP."""
+    boundary = "hydrogen-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="print"\r\n\r\ntrue\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/files/local",
+        data=body,
+        headers={
+            "X-Api-Key": KEY,
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        reply = json.loads(response.read())
+    assert response.status == 201 and reply["effectivePrint"], reply
+
+
 def alert_blocks() -> dict[str, str]:
     """alert name -> its text in the rules file (up to the next rule)."""
     text = ALERTS_YML.read_text(encoding="utf-8")
@@ -210,7 +303,7 @@ def exposition(gateway: GatewayProcess) -> str:
 
     def probe() -> str | None:
         text = http_get(url, {"Authorization": f"Key {KEY}"})
-        ready = "hydrogen_host_cpu_usage_ratio " in text and re.search(
+        ready = "hydrogen_host_cpu_seconds_total{" in text and re.search(
             r'^hydrogen_printer_temperature_celsius\{[^}]*printer="sim"', text, re.MULTILINE
         )
         return text if ready else None
@@ -228,7 +321,10 @@ def allowed_names(exposition: str) -> set[str]:
     """Names a query may use: what the gateway exposes, plus the host families this
     machine may lack (sensors, fans: left out, not zero, where the platform has none),
     plus ``up``."""
-    host = {spec.name + ("_total" if spec.kind == "counter" else "") for spec in HOST_FAMILIES}
+    host = {
+        spec.name + {"counter": "_total", "info": "_info"}.get(spec.kind, "")
+        for spec in HOST_FAMILIES
+    }
     return exposed_metric_names(exposition) | host | PROMETHEUS_SERIES
 
 
@@ -339,8 +435,9 @@ def test_prometheus_scrapes_the_gateway_with_the_shipped_config(
             return "the gateway exited"
         return None
 
-    def query(expr: str, what: str = "") -> list[dict[str, Any]]:
-        url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(expr: str, what: str = "", at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        url = f"{base}/api/v1/query?" + urllib.parse.urlencode(params)
         try:
             body = json.loads(http_get(url))
         except urllib.error.HTTPError as exc:  # 400/422: the query is invalid
@@ -388,22 +485,52 @@ def test_prometheus_scrapes_the_gateway_with_the_shipped_config(
             assert metric_names(rule["query"]) <= allowed_names | JOB_METRICS, rule["query"]
         assert not [a for r in rules for a in r["alerts"] if a["state"] == "firing"]
 
+        # A whole print on the simulated printer (its dwell keeps it printing for
+        # seconds, so Prometheus scrapes it mid-job): remember a moment Prometheus saw
+        # it printing, then wait for the completed job to be counted.
+        send_command(gateway.port, "M114")  # an operator's command: the latency panel
+        upload_and_print(gateway.port, "calibration.gcode", PRINT_FILE)
+        wait_for(
+            "Prometheus to scrape the running job",
+            lambda: query('hydrogen_job_file_info{file="calibration.gcode"}'),
+            deadline + 30,
+            alive,
+        )
+        during = time.time()
+        wait_for(
+            "the completed job in Prometheus",
+            lambda: query('hydrogen_printer_jobs_total{outcome="completed"} == 1'),
+            deadline + 60,
+            alive,
+        )
+        done_at = time.time()  # then two scrapes more, so rates have idle samples too
+        wait_for(
+            "two scrapes after the print",
+            lambda: query(f'timestamp(up{{job="hydrogen"}}) > {done_at + 1:.3f}'),
+            deadline + 70,
+            alive,
+        )
+
         # Every dashboard query is valid PromQL once Grafana's variables are filled in,
-        # and the temperature panel shows the simulated printer.
-        grafana_vars = {
-            "$__rate_interval": "1m",
-            "$__range": "5m",
-            "$instance": ".+",
-            "$printer": ".+",
-        }
-        results = {}
-        for title, expr in dashboard_exprs():
-            for name, value in grafana_vars.items():
+        # and shows data, during the print or after it: a renamed metric fails here.
+        exposed = http_get(
+            f"http://127.0.0.1:{gateway.port}/metrics", {"Authorization": f"Key {KEY}"}
+        )
+        empty = []
+        for title, ref, expr in dashboard_targets():
+            for name, value in GRAFANA_VARS.items():
                 expr = expr.replace(name, value)
             assert "$" not in expr, f"{title}: unknown Grafana variable in {expr}"
-            results[expr] = query(expr, f"dashboard panel {title!r}:")
-        temps = [e for e in results if e.startswith("hydrogen_printer_temperature_celsius{")]
-        assert temps and results[temps[0]], "the temperature panel has no data"
+            what = f"dashboard panel {title!r} ({ref}):"
+            series = query(expr, what, at=during) or query(expr, what)
+            if not series and not may_be_empty(title, ref, exposed):
+                empty.append(f"{title} ({ref}): {expr}")
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+
+        # Every alert expression evaluates without error mid-print and after it.
+        for rule in rules:
+            query(rule["query"], f"alert {rule['name']}:", at=during)
+            query(rule["query"], f"alert {rule['name']}:")
     finally:
         proc.terminate()
         try:
@@ -477,20 +604,42 @@ def test_dashboard_covers_the_farm() -> None:
         "up",
         "hydrogen_build_info",
         "hydrogen_connections_active",
-        "hydrogen_host_cpu_usage_ratio",
-        "hydrogen_host_memory_available_bytes",
-        "hydrogen_host_filesystem_free_bytes",
+        "hydrogen_host_cpu_seconds_total",
+        "hydrogen_host_memory_mem_available_bytes",
+        "hydrogen_host_memory_mem_total_bytes",
+        "hydrogen_host_filesystem_avail_bytes",
+        "hydrogen_host_filesystem_size_bytes",
+        "hydrogen_host_filesystem_readonly",
+        "hydrogen_host_filesystem_device_error",
+        "hydrogen_host_disk_read_bytes_total",
+        "hydrogen_host_disk_written_bytes_total",
+        "hydrogen_host_disk_io_time_seconds_total",
         "hydrogen_host_network_receive_bytes_total",
         "hydrogen_host_temperature_celsius",
+        "hydrogen_host_rpi_undervoltage",
+        "hydrogen_printer_info",
         "hydrogen_printer_state",
         "hydrogen_printer_temperature_celsius",
         "hydrogen_printer_target_temperature_celsius",
         "hydrogen_printer_heater_power_ratio",
         "hydrogen_printer_errors_total",
         "hydrogen_printer_resends_total",
+        "hydrogen_printer_reconnects_total",
+        "hydrogen_printer_link_recoveries_total",
         "hydrogen_printer_command_duration_seconds_bucket",
-    } | JOB_METRICS
+        "hydrogen_printer_jobs_total",
+        "hydrogen_printer_printing_seconds_total",
+        "hydrogen_job_progress_ratio",
+        "hydrogen_job_printing",
+        "hydrogen_job_print_time_left_seconds",
+        "hydrogen_job_print_time_elapsed_seconds",
+        "hydrogen_job_file_info",
+    }
     assert wanted <= used, wanted - used
+    deprecated = {"hydrogen_jobs_total"} | {
+        spec.name + ("_total" if spec.kind == "counter" else "") for spec in HOST_DEPRECATED
+    }
+    assert not used & deprecated, f"the dashboard uses DEPRECATED names: {used & deprecated}"
 
 
 def test_dashboard_uses_only_exposed_metrics(allowed_names: set[str]) -> None:
