@@ -58,9 +58,10 @@ MEMINFO_FIELDS = (
     "SwapFree",
 )
 
-#: node_exporter's default ``--collector.diskstats.device-exclude``: partitions of
-#: whole disks already counted, RAM and loop devices.
-_DISK_EXCLUDE = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$")
+#: node_exporter's default ``--collector.diskstats.device-exclude`` (partitions of
+#: whole disks already counted, RAM and loop devices), plus SD card partitions
+#: (``mmcblk0p2``): on a Pi they would double the disk series for nothing.
+_DISK_EXCLUDE = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p)\d+$")
 
 #: Read-only image filesystems (snap packages, ISO images): always 100 % full and
 #: never worth alerting on, they would only drown the real disks in noise.

@@ -145,10 +145,10 @@ async def test_node_exporter_families_from_procfs(tmp_path: Path) -> None:
     assert s["hydrogen_host_memory_swap_free_bytes"] == {(): 102396 * 1024}
     assert "hydrogen_host_memory_swap_cached_bytes" not in s  # only the fields that matter
 
-    # Whole disks only (node_exporter's default exclusion), in bytes and seconds.
+    # Whole disks only (node_exporter's default exclusion and SD card partitions), in
+    # bytes and seconds.
     assert s["hydrogen_host_disk_read_bytes_total"] == {
         (("device", "mmcblk0"),): 400000 * 512,
-        (("device", "mmcblk0p1"),): 2000 * 512,
         (("device", "sda"),): 80 * 512,
     }
     assert s["hydrogen_host_disk_written_bytes_total"][(("device", "mmcblk0"),)] == 100000 * 512

@@ -55,7 +55,7 @@ PREFIX = "hydrogen_host_"
 
 _FS_LABELS = ("device", "fstype", "mountpoint")
 _SENSOR_LABELS = ("chip", "sensor")
-#: ``interface`` is the pre-0.x label, kept one release beside node_exporter's ``device``.
+#: ``interface`` is the label 0.1.0 used, kept one release beside node_exporter's ``device``.
 _NET_LABELS = ("device", "interface")
 
 
@@ -102,7 +102,7 @@ MEMINFO = {
 FS_SIZE = _gauge("filesystem_size_bytes", "Filesystem size in bytes.", _FS_LABELS)
 FS_FREE = _gauge(
     "filesystem_free_bytes",
-    "Filesystem free space in bytes, root's reserve included (f_bfree; before 0.x this "
+    "Filesystem free space in bytes, root's reserve included (f_bfree; in 0.1.0 this "
     "family held what is now filesystem_avail_bytes).",
     _FS_LABELS,
 )

@@ -1,4 +1,4 @@
-"""The host families renamed in 0.x, exported one more release with DEPRECATED in HELP.
+"""The host families renamed after 0.1.0, exported one more release with DEPRECATED in HELP.
 
 Each says what replaces it.  They are built from the same snapshot as their
 replacements, so the two never disagree while dashboards move over.
