@@ -1,0 +1,1 @@
+"""OctoPrint's answers, as shapes: what Hydrogen's OctoPrint adapter is diffed against."""
