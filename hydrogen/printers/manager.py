@@ -45,7 +45,7 @@ class PrinterManager:
                 # Imported here: only a gateway with a simulated printer loads the simulator.
                 from hydrogen.simulator.wiring import wire_simulator
 
-                wired = wire_simulator(config, gateway.config.state_dir)
+                wired = wire_simulator(config, gateway.config.state_dir, open_serial)
                 self.simulators[config.name] = wired.simulator
                 opener, on_open = wired.opener, wired.on_open
 

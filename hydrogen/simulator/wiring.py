@@ -2,7 +2,8 @@
 ``Printer`` needs to talk to it like to any other port.
 
 ``PrinterManager`` imports this module only when such a printer is configured, so a
-gateway with real printers never loads the simulator.
+gateway with real printers never loads the simulator; it hands in how a port is
+opened, so the simulator imports nothing of the printers package.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydrogen.config import PrinterConfig
-from hydrogen.printers.serial_link import open_serial
 from hydrogen.simulator.printer import SimulatedPrinter
 
 Opener = Callable[[PrinterConfig, asyncio.Protocol], Awaitable[asyncio.WriteTransport]]
@@ -30,11 +30,12 @@ class SimulatorWiring:
     simulator does the same."""
 
 
-def wire_simulator(config: PrinterConfig, state_dir: Path) -> SimulatorWiring:
-    """A simulator whose link is ``<state_dir>/<name>.pty``, and how to open it."""
+def wire_simulator(config: PrinterConfig, state_dir: Path, open_port: Opener) -> SimulatorWiring:
+    """A simulator whose link is ``<state_dir>/<name>.pty``, and how to open it:
+    ``open_port`` (the printers' own) on the simulator's pty instead of the device."""
     sim = SimulatedPrinter(link=str(state_dir / f"{config.name}.pty"))
 
     async def opener(cfg: PrinterConfig, link: asyncio.Protocol) -> asyncio.WriteTransport:
-        return await open_serial(dataclasses.replace(cfg, device=sim.path), link)
+        return await open_port(dataclasses.replace(cfg, device=sim.path), link)
 
     return SimulatorWiring(simulator=sim, opener=opener, on_open=sim.reset)
