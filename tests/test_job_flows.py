@@ -82,13 +82,30 @@ async def test_queue_cancel_and_the_next_job_runs(job_gateway):
     await ws.close()
 
 
+class StateRecorder:
+    """A `PrinterListener` that records the states and ignores the rest."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[PrinterState, str | None]] = []
+
+    def on_state(self, printer: object, state: PrinterState, reason: str | None) -> None:
+        self.seen.append((state, reason))
+
+    def on_reset(self, printer: object, reason: str) -> None:
+        pass
+
+    def on_host_action(self, printer: object, action: str, argument: str) -> None:
+        pass
+
+
 async def test_the_state_is_not_busy_for_the_whole_job(job_gateway):
     """``busy`` names what the firmware runs now; between long commands it is ready."""
     _, client, printer, sim = job_gateway
     sim.time_scale = 1.0
     await upload(client, "dwell.gcode", homing_then_dwells(40))
-    seen: list[tuple[PrinterState, str | None]] = []
-    printer.state_listeners.append(lambda state, reason: seen.append((state, reason)))
+    recorder = StateRecorder()
+    seen = recorder.seen
+    printer.listeners.append(recorder)
     job = await client.jobs.start_job("sim", "dwell.gcode")
     async with asyncio.timeout(30):
         while not job.state.finished:

@@ -28,6 +28,7 @@ from typing import Any
 from hydrogen.config import JobsConfig
 from hydrogen.jobs.metadata import GcodeMetadata, strip_gcode_line
 from hydrogen.printers import marlin
+from hydrogen.printers.pending import PendingLine
 from hydrogen.printers.printer import CommandFailed, Printer, PrinterUnavailable
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,9 @@ class JobRunner:
         self._control = asyncio.Lock()
         self._cancel = False
         self._failure: str | None = None
-        #: lines handed to the printer, oldest first (the tag withdraws the read-ahead)
-        self._pending: deque[_Pending] = deque()
+        #: lines handed to the printer, oldest first (a pause or cancel withdraws the
+        #: read-ahead among them)
+        self._pending: deque[PendingLine] = deque()
         #: a pause took these back: the read-ahead not yet written, and the heat-up or
         #: user waits M108 broke; resume sends the waits, then the lines, in order
         self._held_lines: list[str] = []
@@ -280,12 +282,11 @@ class JobRunner:
 
     def _take_back_read_ahead(self) -> list[str]:
         """Withdraw this job's lines not yet written; return them, oldest first."""
-        by_tag = {p.tag: p for p in self._pending if not p.future.done()}
-        taken = set(self.printer.withdraw(list(by_tag)))
+        taken = set(self.printer.withdraw([p for p in self._pending if not p.future.done()]))
         lines = []
         for pending in self._pending:
-            if pending.tag in taken:
-                pending.future.set_result(())
+            if pending in taken:
+                pending.withdrawn()
                 self.job.lines_sent -= 1
                 lines.append(pending.line)
         return lines
@@ -297,8 +298,7 @@ class JobRunner:
         self._failure = reason
         self._running.set()
         for pending in self._pending:
-            if not pending.future.done():
-                pending.future.set_exception(CommandFailed(reason))
+            pending.failed(reason)
 
     # -- the stream -----------------------------------------------------------------------
     async def _run(self, prelude: Awaitable[Any] | None) -> None:
@@ -379,10 +379,9 @@ class JobRunner:
             await self._park()
         if self._cancel or self._failure:
             return False
-        future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
-        tag = future_tag(future)
-        self.printer.send_line(line, tag)
-        self._pending.append(_Pending(future, tag, line))
+        pending = PendingLine(line)
+        self.printer.send_line(line, pending)
+        self._pending.append(pending)
         return True
 
     async def _settle_oldest(self) -> None:
@@ -430,28 +429,3 @@ class JobRunner:
             job.paused_seconds += job.ended_at - job._paused_at
             job._paused_at = None
         self._on_change(job)
-
-
-@dataclass(slots=True)
-class _Pending:
-    """One line handed to the printer: the future its ``ok`` resolves, the protocol
-    tag that identifies (and withdraws) it, and its text (a pause may re-send it)."""
-
-    future: asyncio.Future[tuple[str, ...]]
-    tag: Callable[[Any], None]
-    line: str
-
-
-def future_tag(future: asyncio.Future[tuple[str, ...]]) -> Callable[[Any], None]:
-    """A protocol tag that resolves ``future`` with the ``ok``'s response, or fails it."""
-
-    def resolve(result: Any) -> None:
-        if future.done():
-            return
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return resolve

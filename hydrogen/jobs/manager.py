@@ -26,6 +26,7 @@ from hydrogen.jobs.metadata import GcodeMetadata
 from hydrogen.jobs.store import JobRecord, JobStore
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.printers.printer import Printer, PrinterState
+from hydrogen.printers.state import UNAVAILABLE
 from hydrogen.protocol import ErrorCode, ProtocolError, Request, Role
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,7 @@ class JobManager:
         self._saved_at: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         for printer in printers.printers.values():
-            printer.state_listeners.append(self._printer_state_listener(printer))
-            printer.reset_listeners.append(self._printer_reset_listener(printer))
-            printer.action_listeners.append(self._printer_action_listener(printer))
+            printer.listeners.append(self)
         gateway.add_service(self)
         gateway.add_status_contributor(self._summary)
         # Under-voltage on a Raspberry Pi host while a job runs: a notification.
@@ -263,56 +262,43 @@ class JobManager:
         )
         self._publish(job.printer, force=True)
 
-    def _printer_state_listener(self, printer: Printer) -> Any:
-        def listener(state: PrinterState, reason: str | None) -> None:
-            runner = self.runners.get(printer.name)
-            if runner is not None and state in (
-                PrinterState.ERROR,
-                PrinterState.DISCONNECTED,
-                PrinterState.CONNECTING,
-            ):
-                runner.fail(f"printer {state.value}" + (f": {reason}" if reason else ""))
+    # -- what the printers tell us (PrinterListener) --------------------------------------
+    def on_state(self, printer: Printer, state: PrinterState, reason: str | None) -> None:
+        runner = self.runners.get(printer.name)
+        if runner is not None and state in UNAVAILABLE:
+            runner.fail(f"printer {state.value}" + (f": {reason}" if reason else ""))
 
-        return listener
+    def on_reset(self, printer: Printer, reason: str) -> None:
+        runner = self.runners.get(printer.name)
+        if runner is not None:
+            runner.fail(reason)
 
-    def _printer_reset_listener(self, printer: Printer) -> Any:
-        def listener(reason: str) -> None:
-            runner = self.runners.get(printer.name)
-            if runner is not None:
-                runner.fail(reason)
-
-        return listener
-
-    def _printer_action_listener(self, printer: Printer) -> Any:
+    def on_host_action(self, printer: Printer, action: str, argument: str) -> None:
         """``//action:pause|resume|cancel`` from the firmware (its own screen, a runout
         sensor with host handling) acts on the running job as a client request would."""
+        runner = self.runners.get(printer.name)
+        if runner is not None and action in ("pause", "resume", "cancel"):
+            self._spawn(self._host_action(printer, runner, action))
 
-        async def act(runner: JobRunner, action: str) -> None:
-            try:
-                if action == "pause":
-                    await runner.pause()
-                elif action == "resume":
-                    await runner.resume()
-                else:
-                    runner.cancel()
-            except JobError as exc:
-                log.info("printer %s asked to %s the job: %s", printer.name, action, exc)
-                return
-            self.gateway.notify(
-                "warning" if action != "resume" else "info",
-                f"job_{action}_requested",
-                f"{printer.name}: the printer asked to {action} the job ({runner.job.file})",
-                printer=printer.name,
-                job_id=runner.job.id,
-                file=runner.job.file,
-            )
-
-        def listener(action: str, _argument: str) -> None:
-            runner = self.runners.get(printer.name)
-            if runner is not None and action in ("pause", "resume", "cancel"):
-                self._spawn(act(runner, action))
-
-        return listener
+    async def _host_action(self, printer: Printer, runner: JobRunner, action: str) -> None:
+        try:
+            if action == "pause":
+                await runner.pause()
+            elif action == "resume":
+                await runner.resume()
+            else:
+                runner.cancel()
+        except JobError as exc:
+            log.info("printer %s asked to %s the job: %s", printer.name, action, exc)
+            return
+        self.gateway.notify(
+            "warning" if action != "resume" else "info",
+            f"job_{action}_requested",
+            f"{printer.name}: the printer asked to {action} the job ({runner.job.file})",
+            printer=printer.name,
+            job_id=runner.job.id,
+            file=runner.job.file,
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
