@@ -10,8 +10,16 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MONITOR_KEY, connect, receive_json, receive_until
+from hydrogen.gateway import Gateway
+from hydrogen.host import HostSampler
+from hydrogen.host_rpi import THROTTLED_NODE
+from hydrogen.jobs.manager import JobManager
+from hydrogen.printers.manager import PrinterManager
+from hydrogen.printers.printer import PrinterState
+from hydrogen.server.app import create_app
+from tests.conftest import MONITOR_KEY, connect, make_config, receive_json, receive_until
 from tests.test_jobs import gcode_file, job_gateway, run_job, upload, wait_job  # noqa: F401
+from tests.test_printers import sim_printer, wait_state
 
 AUTH = {"Authorization": f"Key {MONITOR_KEY}"}
 
@@ -82,4 +90,43 @@ async def test_a_print_as_prometheus_sees_it(job_gateway):  # noqa: F811
     _, printing = only(after, "hydrogen_printer_printing_seconds_total")
     assert printing >= elapsed
     assert printing == pytest.approx(done["elapsed_seconds"], abs=0.1)  # the frame rounds
+    await ws.close()
+
+
+async def test_under_voltage_during_a_print_reaches_the_operator(aiohttp_client, tmp_path):
+    """A Pi's firmware reports under-voltage while a job runs: every subscriber of
+    ``notifications`` gets a ``host_undervoltage`` notification naming the printer, and
+    the scrape shows the flag.  The host is a fake sysfs tree; the rest is real."""
+    root = tmp_path / "root"
+    node = root / THROTTLED_NODE
+    node.parent.mkdir(parents=True)
+    node.write_text("0\n")
+    config = make_config(tmp_path / "state", printers=(sim_printer(),))
+    gateway = Gateway(config, sampler=HostSampler(root=root, slow_interval=60.0))
+    printers = PrinterManager(gateway)
+    client = await aiohttp_client(create_app(gateway, printers, JobManager(gateway, printers)))
+    await wait_state(printers.printers["sim"], PrinterState.READY)
+    data, _ = gcode_file(200)
+    assert (await upload(client, "part.gcode", data)).status == 201
+
+    ws = await connect(client)
+    await receive_json(ws)
+    await ws.send_json(
+        {"type": "subscribe", "id": 1, "topics": ["printer/sim/job", "notifications"]}
+    )
+    await receive_until(ws, lambda f: f.get("id") == 1)
+    await run_job(ws, "part.gcode")
+    await ws.send_json({"type": "job_pause", "printer": "sim", "id": "pause"})
+    await wait_job(ws, "paused")
+
+    node.write_text("50005\n")  # under-voltage now and since boot
+    note = await receive_until(ws, lambda f: f.get("event") == "host_undervoltage")
+    assert note["level"] == "error" and "Under-voltage" in note["message"]
+    assert note["details"] == {"printers": ["sim"], "throttled": "0x50005"}
+    series = await scrape(client)
+    assert series["hydrogen_host_rpi_undervoltage"] == {(): 1.0}
+    assert series["hydrogen_host_rpi_undervoltage_occurred"] == {(): 1.0}
+
+    await ws.send_json({"type": "job_cancel", "printer": "sim", "id": "cancel"})
+    await wait_job(ws, "cancelled")
     await ws.close()
