@@ -269,18 +269,25 @@ class Config:
     source: str | None = None
 
     def role_for(self, key: str) -> Role | None:
-        """Constant-time lookup: every configured key is compared, whatever matches."""
-        granted: Role | None = None
+        entry = self.key_for(key)
+        return entry.role if entry is not None else None
+
+    def key_for(self, key: str) -> ApiKey | None:
+        """Constant-time lookup: every configured key is compared, whatever matches.
+
+        The same secret configured twice grants the higher of its roles.
+        """
+        found: ApiKey | None = None
         try:
             candidate = key.encode()
         except UnicodeEncodeError:
             return None  # undecodable header bytes cannot be any configured key
         for entry in self.keys:
             if secrets.compare_digest(candidate, entry.key.encode()) and (
-                granted is None or entry.role > granted
+                found is None or entry.role > found.role
             ):
-                granted = entry.role
-        return granted
+                found = entry
+        return found
 
 
 def default_state_dir(environ: Mapping[str, str] = os.environ) -> Path:

@@ -1,10 +1,11 @@
-"""Request dispatch: one client frame in, exactly one reply (or error) out.
+"""The WebSocket transport of the one dispatch: one client frame in, exactly one reply out.
 
 Independent of aiohttp: the WebSocket edge hands text to
 :meth:`Dispatcher.handle_text` and the reply lands in the client's
-:class:`~hydrogen.hub.Subscriber` queue. Handlers are registered by the layers
-that own the feature (core, printers, jobs), each with the role it needs, so
-the permission check lives in one place.
+:class:`~hydrogen.hub.Subscriber` queue. What a request means, who may send it
+and how its members are checked is in its :class:`~hydrogen.api.Definition`;
+this module only parses the frame, calls :meth:`~hydrogen.api.Api.call` and
+wraps the payload in a reply frame.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ import asyncio
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydrogen import protocol
+from hydrogen.api import Api, Definition, Payload
 from hydrogen.hub import Subscriber
+from hydrogen.identity import Identity
 from hydrogen.protocol import ErrorCode, ProtocolError, Request, Role
 
 log = logging.getLogger(__name__)
-
-Reply = dict[str, Any] | None
-Handler = Callable[["Session", Request], Awaitable[Reply]]
 
 #: Long-running requests (a printer command waiting for its ``ok``) run as tasks
 #: so one slow request never blocks the client's next frame; this bounds them.
@@ -36,11 +35,14 @@ class Session:
     """What the dispatcher knows about one connected client."""
 
     id: str
-    role: Role
+    identity: Identity
     subscriber: Subscriber
     remote: str = ""
-    key_name: str = ""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def role(self) -> Role:
+        return self.identity.role
 
     def send(self, frame: dict[str, Any]) -> None:
         self.subscriber.push_frame(frame)
@@ -48,13 +50,6 @@ class Session:
     def cancel_tasks(self) -> None:
         for task in self.tasks:
             task.cancel()
-
-
-@dataclass(frozen=True)
-class Route:
-    handler: Handler
-    role: Role
-    background: bool
 
 
 @dataclass
@@ -65,25 +60,15 @@ class DispatchStats:
 
 
 class Dispatcher:
-    def __init__(self) -> None:
-        self._routes: dict[str, Route] = {}
+    """The WebSocket transport of :class:`~hydrogen.api.Api`: frames in, frames out."""
+
+    def __init__(self, api: Api | None = None) -> None:
+        self.api = api if api is not None else Api()
         self.stats = DispatchStats()
 
-    def register(
-        self,
-        frame_type: str,
-        handler: Handler,
-        *,
-        role: Role = Role.MONITOR,
-        background: bool = False,
-    ) -> None:
-        if frame_type in self._routes:
-            raise ValueError(f"request type {frame_type!r} registered twice")
-        self._routes[frame_type] = Route(handler, role, background)
-
     def features(self, role: Role | None = None) -> list[str]:
-        """Request types, optionally only those ``role`` may use."""
-        return sorted(t for t, r in self._routes.items() if role is None or role >= r.role)
+        """Request types a WebSocket client may send, optionally only those ``role`` may use."""
+        return self.api.names(role, websocket=True)
 
     def count_error(self, code: ErrorCode | str) -> None:
         self.stats.errors_by_code[str(code)] += 1
@@ -114,9 +99,11 @@ class Dispatcher:
             self.stats.requests_by_type["invalid"] += 1
             self.send_error(session, exc)
             return
-        route = self._routes.get(request.type)
-        self.stats.requests_by_type[request.type if route else "unknown"] += 1
-        if route is None:
+        definition = self.api.get(request.type)
+        if definition is not None and not definition.websocket:
+            definition = None
+        self.stats.requests_by_type[request.type if definition else "unknown"] += 1
+        if definition is None:
             self.send_error(
                 session,
                 ProtocolError(
@@ -127,19 +114,8 @@ class Dispatcher:
                 ),
             )
             return
-        if session.role < route.role:
-            self.send_error(
-                session,
-                ProtocolError(
-                    ErrorCode.FORBIDDEN,
-                    f"'{request.type}' needs the {route.role.label} role",
-                    {"required_role": route.role.label, "role": session.role.label},
-                    request_id=request.id,
-                ),
-            )
-            return
-        if not route.background:
-            await self._run(session, route, request)
+        if not definition.background:
+            await self._run(session, definition, request)
             return
         if len(session.tasks) >= MAX_PENDING_PER_SESSION:
             self.send_error(
@@ -152,13 +128,19 @@ class Dispatcher:
                 ),
             )
             return
-        task = asyncio.create_task(self._run(session, route, request))
+        task = asyncio.create_task(self._run(session, definition, request))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
 
-    async def _run(self, session: Session, route: Route, request: Request) -> None:
+    async def _run(self, session: Session, definition: Definition, request: Request) -> None:
         try:
-            reply = await route.handler(session, request)
+            payload = await self.api.call(
+                definition,
+                request.body,
+                session.identity,
+                session=session,
+                request_id=request.id,
+            )
         except ProtocolError as exc:
             if exc.request_id is None:
                 exc.request_id = request.id
@@ -171,13 +153,12 @@ class Dispatcher:
                 session, request.type, request.id, "the server failed to handle this request"
             )
             return
-        if reply is not None:
-            try:
-                session.send(reply)
-            except Exception:  # unencodable (NaN, a set, too deep for json.dumps)
-                self._server_error(
-                    session, request.type, request.id, "the reply could not be encoded"
-                )
+        if payload is None:
+            return  # the handler answered itself (subscribe: the reply before retained frames)
+        try:
+            session.send(reply_frame(definition, request, payload))
+        except Exception:  # unencodable (NaN, a set, too deep for json.dumps)
+            self._server_error(session, request.type, request.id, "the reply could not be encoded")
 
     def _server_error(
         self,
@@ -204,3 +185,14 @@ class Dispatcher:
         except Exception:
             # Not even the error frame could be queued; the log line has the incident.
             log.exception("incident %s: the server_error frame could not be sent", incident)
+
+
+def reply_frame(definition: Definition, request: Request, payload: Payload) -> dict[str, Any]:
+    """The WebSocket envelope of a payload: ``type``, the topic it snapshots, the ``id``."""
+    frame: dict[str, Any] = {"type": definition.reply_type}
+    if definition.topic is not None:
+        frame["topic"] = definition.topic(payload)
+    frame.update(payload)
+    if request.id is not None:
+        frame["id"] = request.id
+    return frame

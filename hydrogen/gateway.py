@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hydrogen import __version__, protocol
+from hydrogen.api import Api, Call, Definition, HttpRoute, Param
+from hydrogen.api.definition import Connection
 from hydrogen.config import Config
 from hydrogen.dispatch import Dispatcher, Session
 from hydrogen.host import HostSampler, HostSnapshot
 from hydrogen.hub import MAX_PATTERNS, Hub
-from hydrogen.protocol import ErrorCode, ProtocolError, Request
+from hydrogen.identity import Identity
+from hydrogen.protocol import ErrorCode, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,8 @@ class Gateway:
         self.config = config
         self.started_at = time.time()
         self.hub = Hub(queue_limit=config.limits.queue_limit, drop_limit=config.limits.drop_limit)
-        self.dispatcher = Dispatcher()
+        self.api = Api()
+        self.dispatcher = Dispatcher(self.api)
         self.sampler = sampler or HostSampler(slow_interval=config.status.slow_interval)
         self.connections = ConnectionStats()
         self.shutting_down = False
@@ -72,7 +76,7 @@ class Gateway:
         self.instruments: Instruments = NoInstruments()
         self._status_task: asyncio.Task[None] | None = None
         self._services: list[Service] = []
-        self._register_core_handlers()
+        self._define_core_requests()
 
     # -- extension points used by printers and jobs -----------------------------
     def add_status_contributor(self, contributor: StatusContributor) -> None:
@@ -86,15 +90,16 @@ class Gateway:
         """Publish a gateway-wide notification (printer connected, thermal error, ...)."""
         self.hub.publish(
             NOTIFICATIONS_TOPIC,
-            {
-                "type": "notification",
-                "topic": NOTIFICATIONS_TOPIC,
-                "level": level,
-                "event": event,
-                "message": message,
-                "details": details,
-                "time": protocol.utc_iso(time.time()),
-            },
+            protocol.notification_frame(
+                NOTIFICATIONS_TOPIC,
+                {
+                    "level": level,
+                    "event": event,
+                    "message": message,
+                    "details": details,
+                    "time": protocol.utc_iso(time.time()),
+                },
+            ),
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -161,11 +166,13 @@ class Gateway:
     def publish_status(self) -> None:
         self.hub.publish(STATUS_TOPIC, self.status_frame(), coalesce=True)
 
-    def status_frame(self, request: Request | None = None) -> dict[str, Any]:
+    def status_frame(self) -> dict[str, Any]:
+        return protocol.status_frame(STATUS_TOPIC, self.status_payload())
+
+    def status_payload(self, identity: Identity | None = None) -> dict[str, Any]:
+        """The status as plain data; ``identity`` narrows the printer parts to its scope."""
         snapshot = self.sampler.latest
-        frame: dict[str, Any] = {
-            "type": "status",
-            "topic": STATUS_TOPIC,
+        payload: dict[str, Any] = {
             "server_start_time": protocol.utc_iso(self.started_at),
             "server_version": __version__,
             "active_connections": self.connections.active,
@@ -181,66 +188,102 @@ class Gateway:
         }
         for contributor in self._contributors:
             name, value = contributor()
-            frame[name] = value
-        if request is not None and request.id is not None:
-            frame["id"] = request.id
-        return frame
+            payload[name] = value
+        return payload
 
-    # -- core request handlers ------------------------------------------------------
-    def _register_core_handlers(self) -> None:
-        d = self.dispatcher
-        d.register("status", self._on_status)
-        d.register("subscribe", self._on_subscribe)
-        d.register("unsubscribe", self._on_unsubscribe)
-        d.register("ping", self._on_ping)
+    # -- core requests ---------------------------------------------------------------
+    def _define_core_requests(self) -> None:
+        self.api.define(
+            Definition(
+                "status",
+                self._on_status,
+                topic=lambda _payload: STATUS_TOPIC,
+                http=(HttpRoute("GET", "/api/system/info"),),
+                summary="the latest status: host, process, connections, printers, jobs",
+            ),
+            Definition(
+                "subscribe",
+                self._on_subscribe,
+                params=(Param("topics", object),),
+                summary="add topic patterns to this connection",
+            ),
+            Definition(
+                "unsubscribe",
+                self._on_unsubscribe,
+                params=(Param("topics", object),),
+                reply="unsubscribed",
+                summary="remove topic patterns from this connection",
+            ),
+            Definition(
+                "ping",
+                self._on_ping,
+                params=(Param("payload", object), Param("timestamp", object)),
+                reply="pong",
+                summary="a round trip, echoing payload and timestamp",
+            ),
+        )
 
-    async def _on_status(self, session: Session, request: Request) -> dict[str, Any]:
-        return self.status_frame(request)
+    async def _on_status(self, call: Call) -> dict[str, Any]:
+        return self.status_payload(call.identity)
 
-    async def _on_subscribe(self, session: Session, request: Request) -> None:
-        topics = request.topics()
+    async def _on_subscribe(self, call: Call) -> None:
+        session = _session(call)
+        topics = protocol.topic_list(call.get("topics"))
         if len(session.subscriber.patterns.union(topics)) > MAX_PATTERNS:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,
                 f"at most {MAX_PATTERNS} subscriptions per connection",
                 {"limit": MAX_PATTERNS, "subscriptions": len(session.subscriber.patterns)},
-                request_id=request.id,
             )
         # The reply goes first, then the retained frames the new topics bring.
         active = sorted(session.subscriber.patterns.union(topics))
-        session.send(protocol.reply(request, "subscribed", topics=topics, subscriptions=active))
+        frame = {"type": "subscribed", "topics": topics, "subscriptions": active}
+        if call.request_id is not None:
+            frame["id"] = call.request_id
+        session.send(frame)
         self.hub.subscribe(session.subscriber, topics)
+        return None
 
-    async def _on_unsubscribe(self, session: Session, request: Request) -> dict[str, Any]:
-        topics = request.topics()
-        active = self.hub.unsubscribe(session.subscriber, topics)
-        return protocol.reply(request, "unsubscribed", topics=topics, subscriptions=active)
+    async def _on_unsubscribe(self, call: Call) -> dict[str, Any]:
+        topics = protocol.topic_list(call.get("topics"))
+        active = self.hub.unsubscribe(_session(call).subscriber, topics)
+        return {"topics": topics, "subscriptions": active}
 
-    async def _on_ping(self, session: Session, request: Request) -> dict[str, Any]:
+    async def _on_ping(self, call: Call) -> dict[str, Any]:
         members: dict[str, Any] = {"server_time": protocol.utc_iso(time.time())}
         for name in ("payload", "timestamp"):
-            if name in request.body:
-                members[name] = request.body[name]
-        return protocol.reply(request, "pong", **members)
+            if name in call.members:
+                members[name] = call.members[name]
+        return members
 
     def welcome_frame(self, session: Session) -> dict[str, Any]:
         limits = self.config.limits
-        return {
-            "type": "welcome",
-            "connection_id": session.id,
-            "server_time": protocol.utc_iso(time.time()),
-            "server_version": __version__,
-            "protocol": protocol.SUBPROTOCOL,
-            "protocol_version": protocol.PROTOCOL_VERSION,
-            "role": session.role.label,
-            "subscriptions": sorted(session.subscriber.patterns),
-            "features": self.dispatcher.features(session.role),
-            "limits": {
-                "max_frame_bytes": limits.max_frame_bytes,
-                "messages_per_second": limits.messages_per_second,
-                "message_burst": limits.message_burst,
-                "queue_limit": limits.queue_limit,
-                "drop_limit": limits.drop_limit,
-                "heartbeat_seconds": limits.heartbeat_seconds,
-            },
-        }
+        return protocol.welcome_frame(
+            {
+                "connection_id": session.id,
+                "server_time": protocol.utc_iso(time.time()),
+                "server_version": __version__,
+                "protocol": protocol.SUBPROTOCOL,
+                "protocol_version": protocol.PROTOCOL_VERSION,
+                "role": session.role.label,
+                "subscriptions": sorted(session.subscriber.patterns),
+                "features": self.dispatcher.features(session.role),
+                "limits": {
+                    "max_frame_bytes": limits.max_frame_bytes,
+                    "messages_per_second": limits.messages_per_second,
+                    "message_burst": limits.message_burst,
+                    "queue_limit": limits.queue_limit,
+                    "drop_limit": limits.drop_limit,
+                    "heartbeat_seconds": limits.heartbeat_seconds,
+                },
+            }
+        )
+
+
+def _session(call: Call) -> Connection:
+    """The WebSocket session of a connection-bound request (subscribe, unsubscribe)."""
+    if call.session is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, f"'{call.name}' needs a WebSocket connection"
+        )
+    return call.session

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hydrogen.protocol import encode
+from hydrogen.protocol import dropped_frame, encode
 
 #: Bytes of unread replies a client may pin (replies are never dropped, so they are
 #: bounded here: a client that asks and never reads is cut off instead).
@@ -206,15 +206,7 @@ class Subscriber:
             raise SubscriberOverflow(self.client_id)
         out: list[str] = []
         if self._dropped_unreported:
-            out.append(
-                encode(
-                    {
-                        "type": "dropped",
-                        "count": self._dropped_unreported,
-                        "total": self.dropped_total,
-                    }
-                )
-            )
+            out.append(encode(dropped_frame(self._dropped_unreported, self.dropped_total)))
             self._dropped_unreported = 0
         queue = self._queue
         while queue and len(out) < limit:

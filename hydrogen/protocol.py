@@ -141,21 +141,33 @@ class Request:
 
     def topics(self) -> list[str]:
         """The ``topics`` member: a non-empty list of valid topic patterns."""
-        value = self.body.get("topics")
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not value:
-            raise self.invalid("'topics' must be a non-empty list of strings", member="topics")
-        if len(value) > MAX_TOPICS_PER_REQUEST:
-            raise self.invalid(f"at most {MAX_TOPICS_PER_REQUEST} topics per request")
-        for topic in value:
-            problem = topic_pattern_problem(topic)
-            if problem:
-                raise self.invalid(problem, member="topics", topic=str(topic)[:MAX_TOPIC_LENGTH])
-        return list(dict.fromkeys(value))
+        try:
+            return topic_list(self.body.get("topics"))
+        except ProtocolError as exc:
+            exc.request_id = self.id
+            raise
 
     def invalid(self, message: str, **details: Any) -> ProtocolError:
         return ProtocolError(ErrorCode.INVALID_MESSAGE, message, details, request_id=self.id)
+
+
+def topic_list(value: Any) -> list[str]:
+    """A ``topics`` member (one pattern or a non-empty list of them), validated, duplicates gone."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _invalid("'topics' must be a non-empty list of strings", member="topics")
+    if len(value) > MAX_TOPICS_PER_REQUEST:
+        raise _invalid(f"at most {MAX_TOPICS_PER_REQUEST} topics per request")
+    for topic in value:
+        problem = topic_pattern_problem(topic)
+        if problem:
+            raise _invalid(problem, member="topics", topic=str(topic)[:MAX_TOPIC_LENGTH])
+    return list(dict.fromkeys(value))
+
+
+def _invalid(message: str, **details: Any) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_MESSAGE, message, details)
 
 
 def topic_pattern_problem(topic: Any) -> str | None:
@@ -318,3 +330,59 @@ def utc_iso(timestamp: float) -> str:
     """ISO 8601 UTC with millisecond precision and a ``Z`` suffix."""
     moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- push frames ---------------------------------------------------------------------------
+# Every frame the server sends without being asked is built here, so the wire format
+# lives in one module: producers hand over plain payloads, and the envelope (``type``
+# and ``topic``) is added in one place.
+
+
+def push(frame_type: str, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A frame published on ``topic``: the envelope first, then the payload's members."""
+    return {"type": frame_type, "topic": topic, **payload}
+
+
+def status_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("status", topic, payload)
+
+
+def printer_state_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("printer_state", topic, payload)
+
+
+def temperature_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("temperature", topic, payload)
+
+
+def temperature_history_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("temperature_history", topic, payload)
+
+
+def job_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("job", topic, payload)
+
+
+def serial_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("serial", topic, payload)
+
+
+def action_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("action", topic, payload)
+
+
+def printer_error_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("printer_error", topic, payload)
+
+
+def notification_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return push("notification", topic, payload)
+
+
+def dropped_frame(count: int, total: int) -> dict[str, Any]:
+    """Told to a slow client in place of the frames its full queue lost."""
+    return {"type": "dropped", "count": count, "total": total}
+
+
+def welcome_frame(payload: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "welcome", **payload}

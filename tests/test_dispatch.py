@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from hydrogen import __version__
+from hydrogen.api import Call, Definition, Param
 from hydrogen.config import load_config
 from hydrogen.dispatch import MAX_PENDING_PER_SESSION, Dispatcher, Session
 from hydrogen.gateway import Gateway
 from hydrogen.hub import Hub
-from hydrogen.protocol import ErrorCode, ProtocolError, Request, Role, reply
+from hydrogen.identity import Identity
+from hydrogen.protocol import ErrorCode, ProtocolError, Role
 
 
 def drain(session: Session) -> list[dict[str, Any]]:
@@ -30,7 +32,7 @@ def one(session: Session) -> dict[str, Any]:
 
 
 def make_session(hub: Hub, role: Role = Role.CONTROL, name: str = "s1") -> Session:
-    return Session(id=name, role=role, subscriber=hub.attach(name))
+    return Session(id=name, identity=Identity(role), subscriber=hub.attach(name))
 
 
 @pytest.fixture
@@ -42,16 +44,16 @@ def hub() -> Hub:
 def dispatcher() -> Dispatcher:
     d = Dispatcher()
 
-    async def echo(session: Session, request: Request) -> dict[str, Any]:
-        return reply(request, "echoed", body=dict(request.body))
+    async def echo(call: Call) -> dict[str, Any]:
+        return {"body": dict(call.members)}
 
-    async def move(session: Session, request: Request) -> dict[str, Any]:
-        calls.append(request.type)
-        return reply(request, "moved")
+    async def move(call: Call) -> dict[str, Any]:
+        calls.append(call.name)
+        return {}
 
     calls: list[str] = []
-    d.register("echo", echo)
-    d.register("move", move, role=Role.CONTROL)
+    d.api.define(Definition("echo", echo, reply="echoed"))
+    d.api.define(Definition("move", move, role=Role.CONTROL, reply="moved"))
     d.calls = calls  # type: ignore[attr-defined]
     return d
 
@@ -77,10 +79,10 @@ async def test_handler_reply_is_queued_with_the_id(dispatcher: Dispatcher, hub: 
 async def test_handler_returning_none_sends_nothing(hub: Hub) -> None:
     d = Dispatcher()
 
-    async def quiet(session: Session, request: Request) -> None:
+    async def quiet(call: Call) -> None:
         return None
 
-    d.register("quiet", quiet)
+    d.api.define(Definition("quiet", quiet))
     session = make_session(hub)
     await d.handle_text(session, '{"type": "quiet"}')
     assert drain(session) == []
@@ -125,10 +127,10 @@ async def test_control_may_call_control_and_monitor_handlers(
 async def test_protocol_error_from_a_handler_gets_the_request_id(hub: Hub) -> None:
     d = Dispatcher()
 
-    async def picky(session: Session, request: Request) -> None:
+    async def picky(call: Call) -> None:
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such printer", {"printer": "x"})
 
-    d.register("picky", picky)
+    d.api.define(Definition("picky", picky))
     session = make_session(hub)
     await d.handle_text(session, '{"type": "picky", "id": "p"}')
     assert one(session) == {
@@ -142,10 +144,10 @@ async def test_protocol_error_from_a_handler_gets_the_request_id(hub: Hub) -> No
 async def test_protocol_error_keeps_an_explicit_request_id(hub: Hub) -> None:
     d = Dispatcher()
 
-    async def explicit(session: Session, request: Request) -> None:
+    async def explicit(call: Call) -> None:
         raise ProtocolError(ErrorCode.CONFLICT, "busy", request_id="other")
 
-    d.register("explicit", explicit)
+    d.api.define(Definition("explicit", explicit))
     session = make_session(hub)
     await d.handle_text(session, '{"type": "explicit", "id": "mine"}')
     assert one(session)["id"] == "other"
@@ -154,10 +156,10 @@ async def test_protocol_error_keeps_an_explicit_request_id(hub: Hub) -> None:
 async def test_request_helper_errors_become_invalid_message(hub: Hub) -> None:
     d = Dispatcher()
 
-    async def needs_name(session: Session, request: Request) -> dict[str, Any]:
-        return reply(request, "ok", name=request.require_str("name"))
+    async def needs_name(call: Call) -> dict[str, Any]:
+        return {"name": call["name"]}
 
-    d.register("named", needs_name)
+    d.api.define(Definition("named", needs_name, params=(Param("name", str, required=True),)))
     session = make_session(hub)
     await d.handle_text(session, '{"type": "named", "id": 1}')
     frame = one(session)
@@ -170,10 +172,10 @@ async def test_generic_exception_is_a_logged_server_error(
 ) -> None:
     d = Dispatcher()
 
-    async def broken(session: Session, request: Request) -> None:
+    async def broken(call: Call) -> None:
         raise RuntimeError("secret internals")
 
-    d.register("broken", broken)
+    d.api.define(Definition("broken", broken))
     session = make_session(hub)
     with caplog.at_level(logging.ERROR, logger="hydrogen.dispatch"):
         await d.handle_text(session, '{"type": "broken", "id": 3}')
@@ -208,26 +210,18 @@ async def _recurse(n: int) -> None:
 @pytest.mark.parametrize(
     ("name", "handler", "message"),
     [
-        ("recursing", lambda s, r: _recurse(0), "the server failed to handle this request"),
-        ("not_async", lambda s, r: None, "the server failed to handle this request"),
-        ("a_set", lambda s, r: _returns(reply(r, "x", v={1})), "the reply could not be encoded"),
-        (
-            "nan",
-            lambda s, r: _returns(reply(r, "x", v=float("nan"))),
-            "the reply could not be encoded",
-        ),
-        (
-            "deep",
-            lambda s, r: _returns(reply(r, "x", v=_deep(5000))),
-            "the reply could not be encoded",
-        ),
+        ("recursing", lambda c: _recurse(0), "the server failed to handle this request"),
+        ("not_async", lambda c: None, "the server failed to handle this request"),
+        ("a_set", lambda c: _returns({"v": {1}}), "the reply could not be encoded"),
+        ("nan", lambda c: _returns({"v": float("nan")}), "the reply could not be encoded"),
+        ("deep", lambda c: _returns({"v": _deep(5000)}), "the reply could not be encoded"),
     ],
 )
 async def test_any_failure_in_a_handler_or_its_reply_is_one_server_error_with_an_incident(
     hub: Hub, caplog: pytest.LogCaptureFixture, name: str, handler: Any, message: str
 ) -> None:
     d = Dispatcher()
-    d.register(name, handler)
+    d.api.define(Definition(name, handler, reply="x"))
     session = make_session(hub)
     with caplog.at_level(logging.ERROR, logger="hydrogen.dispatch"):
         await d.handle_text(session, json.dumps({"type": name, "id": "r1"}))
@@ -242,7 +236,7 @@ async def test_any_failure_in_a_handler_or_its_reply_is_one_server_error_with_an
     assert f"incident {incident}" in record.getMessage()
     assert record.exc_info is not None
     # The same session goes on being served.
-    d.register("fine", lambda s, r: _returns(reply(r, "ok")))
+    d.api.define(Definition("fine", lambda c: _returns({}), reply="ok"))
     await d.handle_text(session, '{"type": "fine", "id": 2}')
     assert one(session) == {"type": "ok", "id": 2}
 
@@ -314,16 +308,16 @@ async def test_background_handler_does_not_block_the_next_frame(hub: Hub) -> Non
     release = asyncio.Event()
     started = asyncio.Event()
 
-    async def slow(session: Session, request: Request) -> dict[str, Any]:
+    async def slow(call: Call) -> dict[str, Any]:
         started.set()
         await release.wait()
-        return reply(request, "slow_done")
+        return {}
 
-    async def fast(session: Session, request: Request) -> dict[str, Any]:
-        return reply(request, "fast_done")
+    async def fast(call: Call) -> dict[str, Any]:
+        return {}
 
-    d.register("slow", slow, background=True)
-    d.register("fast", fast)
+    d.api.define(Definition("slow", slow, background=True, reply="slow_done"))
+    d.api.define(Definition("fast", fast, reply="fast_done"))
     session = make_session(hub)
     async with asyncio.timeout(2):
         await d.handle_text(session, '{"type": "slow", "id": 1}')  # returns at once
@@ -341,10 +335,10 @@ async def test_background_handler_does_not_block_the_next_frame(hub: Hub) -> Non
 async def test_background_handler_errors_are_sent(hub: Hub) -> None:
     d = Dispatcher()
 
-    async def failing(session: Session, request: Request) -> None:
+    async def failing(call: Call) -> None:
         raise ProtocolError(ErrorCode.TIMEOUT, "printer did not answer")
 
-    d.register("failing", failing, background=True)
+    d.api.define(Definition("failing", failing, background=True))
     session = make_session(hub)
     await d.handle_text(session, '{"type": "failing", "id": 4}')
     async with asyncio.timeout(2):
@@ -358,14 +352,14 @@ async def test_pending_bound_gives_rate_limited_and_cancel_tasks(hub: Hub) -> No
     d = Dispatcher()
     cancelled: list[int] = []
 
-    async def hang(session: Session, request: Request) -> None:
+    async def hang(call: Call) -> None:
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            cancelled.append(request.id)  # type: ignore[arg-type]
+            cancelled.append(call.request_id)  # type: ignore[arg-type]
             raise
 
-    d.register("hang", hang, background=True)
+    d.api.define(Definition("hang", hang, background=True))
     session = make_session(hub)
     for n in range(MAX_PENDING_PER_SESSION):
         await d.handle_text(session, json.dumps({"type": "hang", "id": n}))
@@ -393,10 +387,10 @@ async def test_pending_bound_gives_rate_limited_and_cancel_tasks(hub: Hub) -> No
 async def test_pending_bound_is_per_session(hub: Hub) -> None:
     d = Dispatcher()
 
-    async def hang(session: Session, request: Request) -> None:
+    async def hang(call: Call) -> None:
         await asyncio.Event().wait()
 
-    d.register("hang", hang, background=True)
+    d.api.define(Definition("hang", hang, background=True))
     a, b = make_session(hub, name="a"), make_session(hub, name="b")
     for _ in range(MAX_PENDING_PER_SESSION):
         await d.handle_text(a, '{"type": "hang"}')
@@ -409,11 +403,11 @@ async def test_pending_bound_is_per_session(hub: Hub) -> None:
 
 
 def test_duplicate_register_raises(dispatcher: Dispatcher) -> None:
-    async def other(session: Session, request: Request) -> None:
+    async def other(call: Call) -> None:
         return None
 
     with pytest.raises(ValueError, match="'echo' registered twice"):
-        dispatcher.register("echo", other)
+        dispatcher.api.define(Definition("echo", other))
 
 
 def test_features_filters_by_role(dispatcher: Dispatcher) -> None:
@@ -437,7 +431,7 @@ def gateway(tmp_path: Path) -> Gateway:
 
 
 def gateway_session(gateway: Gateway, role: Role = Role.MONITOR) -> Session:
-    return Session(id="g1", role=role, subscriber=gateway.hub.attach("g1"))
+    return Session(id="g1", identity=Identity(role), subscriber=gateway.hub.attach("g1"))
 
 
 async def test_gateway_registers_core_handlers_for_monitors(gateway: Gateway) -> None:
@@ -595,15 +589,15 @@ async def test_begin_shutdown_publishes_a_last_status(gateway: Gateway) -> None:
 
 
 async def test_welcome_frame_lists_features_for_the_role(gateway: Gateway) -> None:
-    async def control_only(session: Session, request: Request) -> None:
+    async def control_only(call: Call) -> None:
         return None
 
-    gateway.dispatcher.register("control_only", control_only, role=Role.CONTROL)
+    gateway.api.define(Definition("control_only", control_only, role=Role.CONTROL))
     monitor = gateway_session(gateway, Role.MONITOR)
     welcome = gateway.welcome_frame(monitor)
     assert welcome["role"] == "monitor"
     assert "control_only" not in welcome["features"]
     assert "ping" in welcome["features"]
-    control = Session(id="g2", role=Role.CONTROL, subscriber=gateway.hub.attach("g2"))
+    control = Session(id="g2", identity=Identity(Role.CONTROL), subscriber=gateway.hub.attach("g2"))
     assert "control_only" in gateway.welcome_frame(control)["features"]
     assert welcome["limits"]["queue_limit"] == gateway.config.limits.queue_limit

@@ -9,7 +9,8 @@ import aiohttp
 import pytest
 import websockets
 
-from hydrogen.protocol import SUBPROTOCOL, Role, reply
+from hydrogen.api import Definition
+from hydrogen.protocol import SUBPROTOCOL, Role
 from hydrogen.server import wsframing
 from hydrogen.server.ws import hard_frame_limit
 from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until
@@ -261,11 +262,11 @@ async def test_monitor_role_is_forbidden_from_control_requests(gateway_client):
     gateway, client = await gateway_client()
     calls = []
 
-    async def handler(session, request):
-        calls.append(request)
-        return reply(request, "done")
+    async def handler(call):
+        calls.append(call)
+        return {}
 
-    gateway.dispatcher.register("test_control", handler, role=Role.CONTROL)
+    gateway.api.define(Definition("test_control", handler, role=Role.CONTROL, reply="done"))
     monitor = await connect(client, MONITOR_KEY)
     await receive_json(monitor)
     await monitor.send_json({"type": "test_control", "id": "m"})
@@ -328,14 +329,14 @@ async def test_a_failing_handler_is_a_server_error_and_the_connection_stays_open
 ):
     gateway, client = await gateway_client()
 
-    async def broken(session, request):
+    async def broken(call):
         raise RuntimeError("internals")
 
-    async def unencodable(session, request):
-        return reply(request, "x", value={1, 2})
+    async def unencodable(call):
+        return {"value": {1, 2}}
 
-    gateway.dispatcher.register("test_broken", broken)
-    gateway.dispatcher.register("test_unencodable", unencodable)
+    gateway.api.define(Definition("test_broken", broken))
+    gateway.api.define(Definition("test_unencodable", unencodable, reply="x"))
     ws = await connect(client)
     await receive_json(ws)
     for kind in ("test_broken", "test_unencodable"):

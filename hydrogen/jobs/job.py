@@ -101,12 +101,11 @@ class Job:
             return None
         return max(0.0, elapsed / progress - elapsed)
 
-    def frame(self, topic: str, queue: list[str]) -> dict[str, Any]:
+    def payload(self, queue: list[str]) -> dict[str, Any]:
+        """The job as plain data: a job frame's payload, a reply's, an HTTP body."""
         now = time.time()
         eta = self.eta(now)
         return {
-            "type": "job",
-            "topic": topic,
             "printer": self.printer,
             "job_id": self.id,
             "state": self.state.value,
@@ -249,7 +248,7 @@ class JobRunner:
             if self.job.state is not JobState.PAUSED:
                 raise JobError(f"cannot resume a job that is {self.job.state.value}")
             if not self.printer.accepts_commands:
-                raise JobError(f"cannot resume: {self.printer._unavailable_reason()}")
+                raise JobError(f"cannot resume: {self.printer.unavailable_reason()}")
             if self._broken_waits:
                 # the heat-up the pause broke: finish it before anything else moves
                 try:

@@ -17,7 +17,6 @@ from collections import Counter, deque
 from typing import Any
 
 from hydrogen import protocol
-from hydrogen.dispatch import Session
 from hydrogen.gateway import Gateway
 from hydrogen.host_rpi import watch_undervoltage
 from hydrogen.jobs.files import FileError, FileInUse, FileStore
@@ -27,7 +26,6 @@ from hydrogen.jobs.store import JobRecord, JobStore
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.printers.printer import Printer, PrinterState
 from hydrogen.printers.state import UNAVAILABLE
-from hydrogen.protocol import ErrorCode, ProtocolError, Request, Role
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +58,6 @@ class JobManager:
         gateway.add_status_contributor(self._summary)
         # Under-voltage on a Raspberry Pi host while a job runs: a notification.
         watch_undervoltage(gateway.sampler, gateway.notify, lambda: list(self.runners))
-        d = gateway.dispatcher
-        d.register("jobs", self._on_jobs)
-        d.register("job_history", self._on_history)
-        d.register("job_start", self._on_start, role=Role.CONTROL)
-        d.register("job_pause", self._on_pause, role=Role.CONTROL, background=True)
-        d.register("job_resume", self._on_resume, role=Role.CONTROL, background=True)
-        d.register("job_cancel", self._on_cancel, role=Role.CONTROL)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -166,7 +157,7 @@ class JobManager:
         # A printer busy with a long command (a homing, a heat-up the operator sent)
         # takes the job's lines after it: the protocol keeps them in order.
         if not printer.accepts_commands:
-            raise JobError(f"cannot start: {printer._unavailable_reason()}")
+            raise JobError(f"cannot start: {printer.unavailable_reason()}")
         self._launch(printer, job)
         return job
 
@@ -314,22 +305,25 @@ class JobManager:
     def topic(self, printer: str) -> str:
         return f"printer/{printer}/job"
 
-    def job_frame(self, printer: str) -> dict[str, Any]:
-        topic = self.topic(printer)
-        queue = [j.file for j in self.queues.get(printer, ())]
+    def queue(self, printer: str) -> list[str]:
+        return [j.file for j in self.queues.get(printer, ())]
+
+    def job_payload(self, printer: str) -> dict[str, Any]:
+        """The printer's current (or last) job as plain data; ``idle`` when it has none."""
         job = self.last_jobs.get(printer)
         if job is None:
             return {
-                "type": "job",
-                "topic": topic,
                 "printer": printer,
                 "state": "idle",
                 "job_id": None,
                 "file": None,
                 "progress": 0.0,
-                "queue": queue,
+                "queue": self.queue(printer),
             }
-        return job.frame(topic, queue)
+        return job.payload(self.queue(printer))
+
+    def job_frame(self, printer: str) -> dict[str, Any]:
+        return protocol.job_frame(self.topic(printer), self.job_payload(printer))
 
     def _publish(self, printer: str, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -341,7 +335,7 @@ class JobManager:
         )
 
     def _summary(self) -> tuple[str, Any]:
-        return "jobs", {name: self.job_frame(name) for name in self.printers.printers}
+        return "jobs", {name: self.job_payload(name) for name in self.printers.printers}
 
     def _record(self, job: Job, started: float) -> JobRecord:
         return JobRecord(
@@ -356,69 +350,3 @@ class JobManager:
             total_lines=job.total_lines,
             duration_seconds=None,
         )
-
-    # -- request handlers --------------------------------------------------------------------
-    async def _on_jobs(self, session: Session, request: Request) -> dict[str, Any]:
-        return protocol.reply(
-            request, "jobs", jobs=[self.job_frame(n) for n in self.printers.printers]
-        )
-
-    async def _on_history(self, session: Session, request: Request) -> dict[str, Any]:
-        printer = request.get("printer")
-        if printer is not None:
-            self.printers.get(printer, request)
-        limit = int(request.optional_number("limit", minimum=1, maximum=500) or 100)
-        records = await self.store.history(printer=printer, limit=limit)
-        return protocol.reply(request, "job_history", jobs=[r.as_dict() for r in records])
-
-    async def _on_start(self, session: Session, request: Request) -> dict[str, Any]:
-        printer = self.printers.get(request.get("printer"), request).name
-        file = request.require_str("file", max_length=256)
-        with _as_protocol_errors(request):
-            job = await self.start_job(printer, file)
-        return protocol.reply(
-            request,
-            "job",
-            **_without_type(job.frame(self.topic(printer), [j.file for j in self.queues[printer]])),
-        )
-
-    async def _on_pause(self, session: Session, request: Request) -> dict[str, Any]:
-        with _as_protocol_errors(request):
-            runner = self.runner(request.get("printer"))
-            await runner.pause()
-        return protocol.reply(request, "job", **_without_type(self.job_frame(runner.job.printer)))
-
-    async def _on_resume(self, session: Session, request: Request) -> dict[str, Any]:
-        with _as_protocol_errors(request):
-            runner = self.runner(request.get("printer"))
-            await runner.resume()
-        return protocol.reply(request, "job", **_without_type(self.job_frame(runner.job.printer)))
-
-    async def _on_cancel(self, session: Session, request: Request) -> dict[str, Any]:
-        job_id = request.get("job_id")
-        with _as_protocol_errors(request):
-            job = self.cancel(request.get("printer"), job_id if isinstance(job_id, str) else None)
-        return protocol.reply(
-            request,
-            "job",
-            **_without_type(
-                job.frame(self.topic(job.printer), [j.file for j in self.queues[job.printer]])
-            ),
-        )
-
-
-def _without_type(frame: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in frame.items() if k != "type"}
-
-
-@contextlib.contextmanager
-def _as_protocol_errors(request: Request) -> Any:
-    try:
-        yield
-    except JobError as exc:
-        raise ProtocolError(ErrorCode.CONFLICT, str(exc), request_id=request.id) from None
-    except FileError as exc:
-        code = {404: ErrorCode.NOT_FOUND, 409: ErrorCode.CONFLICT}.get(
-            exc.status, ErrorCode.INVALID_MESSAGE
-        )
-        raise ProtocolError(code, exc.message, exc.details, request_id=request.id) from None

@@ -186,14 +186,15 @@ class Printer(PrinterConnection):
             case marlin.ActionCommand(action=action, argument=argument):
                 self._hub.publish(
                     self.topic("action"),
-                    {
-                        "type": "action",
-                        "topic": self.topic("action"),
-                        "printer": self.name,
-                        "action": action,
-                        "argument": argument,
-                        "time": protocol.utc_iso(now),
-                    },
+                    protocol.action_frame(
+                        self.topic("action"),
+                        {
+                            "printer": self.name,
+                            "action": action,
+                            "argument": argument,
+                            "time": protocol.utc_iso(now),
+                        },
+                    ),
                 )
                 for listener in self.listeners:
                     listener.on_host_action(self, action, argument)
@@ -237,14 +238,15 @@ class Printer(PrinterConnection):
         if self._hub.has_subscribers(topic):
             self._hub.publish(
                 topic,
-                {
-                    "type": "serial",
-                    "topic": topic,
-                    "printer": self.name,
-                    "direction": direction,
-                    "line": line,
-                    "time": protocol.utc_iso(now),
-                },
+                protocol.serial_frame(
+                    topic,
+                    {
+                        "printer": self.name,
+                        "direction": direction,
+                        "line": line,
+                        "time": protocol.utc_iso(now),
+                    },
+                ),
             )
 
     def _temperatures(self, heaters: Mapping[str, Any], now: float) -> None:
@@ -265,7 +267,7 @@ class Printer(PrinterConnection):
         topic = self.topic("temperature")
         self._hub.publish(
             topic,
-            {"type": "temperature", "topic": topic, "printer": self.name, **sample.as_dict()},
+            protocol.temperature_frame(topic, {"printer": self.name, **sample.as_dict()}),
             coalesce=True,
         )
 
@@ -275,15 +277,16 @@ class Printer(PrinterConnection):
         topic = self.topic("error")
         self._hub.publish(
             topic,
-            {
-                "type": "printer_error",
-                "topic": topic,
-                "printer": self.name,
-                "kind": event.kind,
-                "message": event.message,
-                "fatal": event.fatal,
-                "time": protocol.utc_iso(now),
-            },
+            protocol.printer_error_frame(
+                topic,
+                {
+                    "printer": self.name,
+                    "kind": event.kind,
+                    "message": event.message,
+                    "fatal": event.fatal,
+                    "time": protocol.utc_iso(now),
+                },
+            ),
         )
         if not event.fatal:
             return
@@ -330,7 +333,7 @@ class Printer(PrinterConnection):
         self._hub.publish(topic, self.state_frame(), coalesce=True, retain=True)
 
     def state_frame(self) -> dict[str, Any]:
-        return {"type": "printer_state", "topic": self.topic("state"), **self.summary()}
+        return protocol.printer_state_frame(self.topic("state"), self.summary())
 
     def summary(self) -> dict[str, Any]:
         fw = self.firmware
@@ -364,18 +367,18 @@ class Printer(PrinterConnection):
             },
         }
 
-    def history_frame(self, request_id: Any = None, since: float | None = None) -> dict[str, Any]:
-        topic = self.topic("temperature")
-        frame = {
-            "type": "temperature_history",
-            "topic": topic,
+    def history_payload(self, since: float | None = None) -> dict[str, Any]:
+        """The temperature history as plain data (a reply's or a frame's payload)."""
+        return {
             "printer": self.name,
             "seconds": self.history.seconds,
             "samples": [s.as_dict() for s in self.history.samples(since)],
         }
-        if request_id is not None:
-            frame["id"] = request_id
-        return frame
+
+    def history_frame(self) -> dict[str, Any]:
+        """The history as the frame a new temperature subscriber gets first."""
+        topic = self.topic("temperature")
+        return protocol.temperature_history_frame(topic, self.history_payload())
 
     # -- commands ---------------------------------------------------------------------------
     @property
@@ -394,7 +397,7 @@ class Printer(PrinterConnection):
         """Queue one validated line; ``pending`` (None: nobody waits) hears its ``ok``
         or its failure (jobs use this)."""
         if not self.accepts_commands or self._proto is None:
-            raise PrinterUnavailable(self._unavailable_reason())
+            raise PrinterUnavailable(self.unavailable_reason())
         self._proto.send(line, tag=pending)
         self._flush()
 
@@ -443,7 +446,7 @@ class Printer(PrinterConnection):
     def emergency_stop(self) -> None:
         """``M112`` ahead of everything queued; the printer halts and needs a reconnect."""
         if self._proto is None or self._transport is None:
-            raise PrinterUnavailable(self._unavailable_reason())
+            raise PrinterUnavailable(self.unavailable_reason())
         dropped = self._proto.emergency_stop()
         self._flush()
         self._fail_tags(dropped, "emergency stop")
@@ -469,7 +472,7 @@ class Printer(PrinterConnection):
             if isinstance(tag, PendingLine):
                 tag.failed(reason)
 
-    def _unavailable_reason(self) -> str:
+    def unavailable_reason(self) -> str:
         reason = f" ({self.state_reason})" if self.state_reason else ""
         return f"printer {self.name} is {self.state.value}{reason}"
 

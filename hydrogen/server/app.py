@@ -14,10 +14,12 @@ from prometheus_client.exposition import choose_encoder
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.manager import JobManager
+from hydrogen.jobs.requests import file_requests, job_requests
 from hydrogen.metrics.registry import build_registry
 from hydrogen.printers.manager import PrinterManager
+from hydrogen.printers.requests import printer_requests
 from hydrogen.protocol import Role
-from hydrogen.server import auth, dashboard, jobs_api, printers_api
+from hydrogen.server import auth, dashboard, http_api, jobs_api
 from hydrogen.server.errors import error_middleware
 from hydrogen.server.gate import (
     GATE,
@@ -52,13 +54,6 @@ async def health(request: web.Request) -> web.Response:
         },
         status=503 if gateway.shutting_down else 200,
     )
-
-
-async def system_info(request: web.Request) -> web.Response:
-    auth.require(request, Role.MONITOR)
-    frame = request.app[GATEWAY].status_frame()
-    del frame["type"], frame["topic"]
-    return web.json_response(frame)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -106,9 +101,12 @@ def create_app(
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/system/health", health)
-    app.router.add_get("/api/system/info", system_info)
+    # The requests of the managers this app serves, then every transport built from them.
     if printers is not None:
-        printers_api.setup(app, printers)
+        gateway.api.define(*printer_requests(printers))
+    if jobs is not None:
+        gateway.api.define(*job_requests(jobs), *file_requests(jobs))
+    http_api.setup(app, gateway.api)
     if jobs is not None:
         jobs_api.setup(app, jobs)
     dashboard.setup(app)

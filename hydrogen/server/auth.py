@@ -7,21 +7,15 @@ access logger redacts it. Keys are compared in constant time by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aiohttp import web
 
+from hydrogen.identity import Identity
 from hydrogen.protocol import ErrorCode, Role
 from hydrogen.server import session
 from hydrogen.server.errors import ErrorResponse, json_error
 from hydrogen.server.keys import GATEWAY
 
-
-@dataclass(frozen=True)
-class Identity:
-    role: Role
-    #: How the key arrived: "header", "query" (or "cookie" for the dashboard).
-    via: str
+__all__ = ["Identity", "auth_failed", "authenticate", "identify", "presented_key", "require"]
 
 
 def presented_key(request: web.Request, *, allow_query: bool = False) -> tuple[str, str] | None:
@@ -43,8 +37,8 @@ def identify(request: web.Request, *, allow_query: bool = False) -> Identity | N
         # No key at all: the dashboard's session cookie (a presented key always wins).
         role = session.cookie_role(request)
         return Identity(role, "cookie") if role is not None else None
-    role = request.app[GATEWAY].config.role_for(found[0])
-    return Identity(role, found[1]) if role is not None else None
+    entry = request.app[GATEWAY].config.key_for(found[0])
+    return Identity(entry.role, found[1], entry.name) if entry is not None else None
 
 
 def auth_failed(request: web.Request, *, allow_query: bool = False) -> web.Response:
@@ -67,8 +61,12 @@ def auth_failed(request: web.Request, *, allow_query: bool = False) -> web.Respo
     )
 
 
-def require(request: web.Request, role: Role = Role.MONITOR) -> Identity:
-    """The caller's identity, or raise a JSON 401/403 response."""
+def authenticate(request: web.Request) -> Identity:
+    """The caller's identity, or raise a JSON 401 (or the cross-site refusal) response.
+
+    What the identity may do is the dispatch's decision (:meth:`hydrogen.api.Api.call`);
+    :func:`require` is for the few routes that are not requests (downloads, uploads).
+    """
     identity = identify(request)
     if identity is None:
         raise ErrorResponse(auth_failed(request))
@@ -79,6 +77,12 @@ def require(request: web.Request, role: Role = Role.MONITOR) -> Identity:
     ):
         # A browser sends the cookie with cross-site requests too (CSRF).
         raise ErrorResponse(session.origin_refused(request))
+    return identity
+
+
+def require(request: web.Request, role: Role = Role.MONITOR) -> Identity:
+    """The caller's identity if it holds ``role``, or raise a JSON 401/403 response."""
+    identity = authenticate(request)
     if identity.role < role:
         raise ErrorResponse(
             json_error(

@@ -8,7 +8,6 @@ optional ``select``/``print`` fields, authenticating with ``X-Api-Key``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,9 +18,11 @@ from hydrogen import __version__
 from hydrogen.jobs.files import FileError, StoredFile, Upload, safe_download_name
 from hydrogen.jobs.job import JobError, check_file
 from hydrogen.jobs.manager import JobManager
+from hydrogen.jobs.requests import file_error
 from hydrogen.protocol import ErrorCode, ProtocolError, Role
 from hydrogen.server import auth
 from hydrogen.server.errors import json_error
+from hydrogen.server.http_api import error_response
 
 JOBS = web.AppKey("jobs", JobManager)
 #: Multipart framing overhead tolerated above the file size limit.
@@ -30,19 +31,7 @@ _TRUE = ("true", "1", "yes", "on")
 
 
 def _file_error(exc: FileError) -> web.Response:
-    codes = {404: ErrorCode.NOT_FOUND, 409: ErrorCode.CONFLICT, 413: ErrorCode.TOO_LARGE}
-    return json_error(
-        exc.status, codes.get(exc.status, ErrorCode.INVALID_MESSAGE), exc.message, exc.details
-    )
-
-
-def _job_error(exc: Exception) -> web.Response:
-    if isinstance(exc, FileError):
-        return _file_error(exc)
-    if isinstance(exc, ProtocolError):
-        status = 404 if exc.code is ErrorCode.NOT_FOUND else 400
-        return json_error(status, exc.code, exc.message, exc.details)
-    return json_error(409, ErrorCode.CONFLICT, str(exc))
+    return error_response(file_error(exc))
 
 
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
@@ -176,21 +165,6 @@ async def octoprint_version(request: web.Request) -> web.Response:
     )
 
 
-async def list_files(request: web.Request) -> web.Response:
-    auth.require(request, Role.MONITOR)
-    files = await request.app[JOBS].files.list()
-    return web.json_response({"files": [f.as_dict() for f in files]})
-
-
-async def get_file(request: web.Request) -> web.Response:
-    auth.require(request, Role.MONITOR)
-    try:
-        stored = await request.app[JOBS].files.get(request.match_info["name"])
-    except FileError as exc:
-        return _file_error(exc)
-    return web.json_response(stored.as_dict())
-
-
 async def file_content(request: web.Request) -> web.StreamResponse:
     auth.require(request, Role.MONITOR)
     manager = request.app[JOBS]
@@ -207,103 +181,14 @@ async def file_content(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def delete_file(request: web.Request) -> web.Response:
-    auth.require(request, Role.CONTROL)
-    manager = request.app[JOBS]
-    try:
-        # the in-use check and the removal happen with no await between them
-        await manager.files.delete(request.match_info["name"], may_delete=manager.file_in_use)
-    except FileError as exc:
-        return _file_error(exc)
-    return web.Response(status=204)
-
-
-async def get_job(request: web.Request) -> web.Response:
-    auth.require(request, Role.MONITOR)
-    manager = request.app[JOBS]
-    try:
-        name = manager.printers.get(request.match_info["name"]).name
-    except ProtocolError as exc:
-        return _job_error(exc)
-    frame = manager.job_frame(name)
-    del frame["type"], frame["topic"]
-    return web.json_response(frame)
-
-
-async def control_job(request: web.Request) -> web.Response:
-    """``{"action": "start", "file": ...}`` or ``{"action": "pause"|"resume"|"cancel"}``."""
-    auth.require(request, Role.CONTROL)
-    manager = request.app[JOBS]
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    action = body.get("action") if isinstance(body, dict) else None
-    name = request.match_info["name"]
-    try:
-        if action == "start":
-            file = body.get("file")
-            if not isinstance(file, str):
-                return json_error(400, ErrorCode.INVALID_MESSAGE, "'file' is required")
-            job = await manager.start_job(name, file)
-            return web.json_response(
-                {
-                    "job_id": job.id,
-                    "state": job.state.value,
-                    "printer": job.printer,
-                    "file": job.file,
-                },
-                status=201,
-            )
-        if action == "pause":
-            await manager.runner(name).pause()
-        elif action == "resume":
-            await manager.runner(name).resume()
-        elif action == "cancel":
-            job_id = body.get("job_id")
-            manager.cancel(name, job_id if isinstance(job_id, str) else None)
-        else:
-            return json_error(
-                400,
-                ErrorCode.INVALID_MESSAGE,
-                'body must be {"action": "start"|"pause"|"resume"|"cancel"}',
-            )
-    except (JobError, FileError, ProtocolError) as exc:
-        return _job_error(exc)
-    frame = manager.job_frame(manager.printers.get(name).name)
-    del frame["type"], frame["topic"]
-    return web.json_response(frame)
-
-
-async def job_history(request: web.Request) -> web.Response:
-    auth.require(request, Role.MONITOR)
-    manager = request.app[JOBS]
-    printer = request.query.get("printer")
-    if printer is not None:
-        try:
-            printer = manager.printers.get(printer).name
-        except ProtocolError as exc:
-            return _job_error(exc)
-    limit = 100
-    with contextlib.suppress(ValueError):
-        limit = max(1, min(500, int(request.query.get("limit", "100"))))
-    records = await manager.store.history(printer=printer, limit=limit)
-    return web.json_response({"jobs": [r.as_dict() for r in records]})
-
-
 def setup(app: web.Application, manager: JobManager) -> None:
+    """The routes that are not requests with members: streamed uploads and downloads,
+    and OctoPrint's version probe (the other file and job routes come from the
+    request definitions, server/http_api.py)."""
     app[JOBS] = manager
     r = app.router
     r.add_get("/api/version", octoprint_version)
-    r.add_get("/api/files", list_files)
     r.add_post("/api/files", upload)
     r.add_post("/api/files/local", octoprint_upload)
-    r.add_get("/api/files/local/{name}", get_file)
     r.add_get("/api/files/local/{name}/content", file_content)
-    r.add_get("/api/files/{name}", get_file)
     r.add_get("/api/files/{name}/content", file_content)
-    r.add_delete("/api/files/{name}", delete_file)
-    r.add_delete("/api/files/local/{name}", delete_file)
-    r.add_get("/api/printers/{name}/job", get_job)
-    r.add_post("/api/printers/{name}/job", control_job)
-    r.add_get("/api/jobs/history", job_history)

@@ -114,7 +114,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     gateway.connections.active += 1
     gateway.connections.total += 1
     subscriber = gateway.hub.attach()
-    session = Session(subscriber.client_id, identity.role, subscriber, remote=ip)
+    session = Session(subscriber.client_id, identity, subscriber, remote=ip)
     writer: asyncio.Task[None] | None = None
     cut: list[asyncio.Task[None]] = []  # holds the cut-off task while it runs
     try:

@@ -47,6 +47,11 @@ SUCCESS = {
     "job_pause": "job",
     "job_resume": "job",
     "job_cancel": "job",
+    "job": "job",
+    "printer": "printer",
+    "files": "files",
+    "file": "file",
+    "file_delete": "file_deleted",
 }
 #: Codes a WebSocket request may get (section 7); server_error is a bug, so not here.
 WS_ERRORS = {
