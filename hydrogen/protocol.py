@@ -67,7 +67,10 @@ class Role(enum.IntEnum):
     """Ordered so that ``granted >= required`` is the whole permission check."""
 
     MONITOR = 1
+    #: monitor + printer commands and jobs
     CONTROL = 2
+    #: control + key management, the audit trail and announcements
+    ADMIN = 3
 
     @property
     def label(self) -> str:
@@ -78,7 +81,9 @@ class Role(enum.IntEnum):
         try:
             return cls[value.upper()]
         except KeyError:
-            raise ValueError(f"unknown role {value!r} (expected monitor or control)") from None
+            raise ValueError(
+                f"unknown role {value!r} (expected monitor, control or admin)"
+            ) from None
 
 
 class ProtocolError(Exception):

@@ -390,7 +390,7 @@ def test_key_roles(tmp_path: Path, role: str, expected: Role) -> None:
     assert config.keys[0].role is expected
 
 
-@pytest.mark.parametrize("role", ['"admin"', '""', "2", "true"])
+@pytest.mark.parametrize("role", ['"root"', '""', "2", "true"])
 def test_bad_key_role(tmp_path: Path, role: str) -> None:
     message = config_error(tmp_path, f'[[keys]]\nkey = "{KEY_A}"\nrole = {role}', "keys[0].role: ")
     assert KEY_A not in message

@@ -443,7 +443,7 @@ def test_role_parse(text: str, role: Role) -> None:
     assert role.label == role.name.lower()
 
 
-@pytest.mark.parametrize("text", ["", "admin", "monitor ", "1", "label", "parse"])
+@pytest.mark.parametrize("text", ["", "root", "monitor ", "1", "label", "parse"])
 def test_role_parse_rejects_unknown(text: str) -> None:
     with pytest.raises(ValueError, match="unknown role"):
         Role.parse(text)
