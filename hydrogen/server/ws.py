@@ -106,7 +106,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=False,
         timeout=CLOSE_TIMEOUT,
     )
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:
+        # The client hung up while its handshake was being answered: routine on flaky
+        # links and port scans, and nothing was set up yet. (aiohttp's
+        # ClientConnectionResetError is a ConnectionResetError.)
+        log.debug("client from %s hung up during the handshake", request.remote)
+        gateway.connections.refused_by_reason["hung_up"] += 1
+        # A fresh response: aiohttp finds the transport closed when it writes this one
+        # and drops the connection quietly (returning the half-prepared WebSocket
+        # would make it close that, which raises). 499: nginx's "client closed request".
+        return web.Response(status=499, reason="Client Closed Request")
 
     ip = request.remote or ""
     limiter = request.app[LIMITER]

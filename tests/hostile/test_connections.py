@@ -19,6 +19,8 @@ import os
 import random
 import re
 import resource
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -388,3 +390,25 @@ def test_slowloris_connections_are_cut_at_the_header_deadline(gateway: Gateway) 
 
     asyncio.run(run())
     assert len(_emfile_lines(gateway.log_text())) <= 4
+
+
+def test_clients_that_hang_up_during_the_handshake_leave_no_traceback(gateway: Gateway) -> None:
+    """A port scanner or a flaky phone sends the upgrade and resets the connection
+    before the 101 is written. That is routine: no traceback, no ERROR line, and the
+    gateway goes on answering."""
+
+    def reset_after_handshake() -> None:
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        # SO_LINGER 0: close() sends RST at once, as a crashed client's kernel does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(_handshake(gateway.port))
+        sock.close()
+
+    for _ in range(200):
+        reset_after_handshake()
+    time.sleep(0.5)  # let the gateway log whatever the resets caused
+    log = gateway.log_text()
+    status, _ = asyncio.run(_http_get(gateway.port, "/api/system/health"))
+    assert status == 200
+    assert "Traceback" not in log, log[-3000:]
+    assert " ERROR " not in log, log[-3000:]
