@@ -90,7 +90,8 @@ class Gateway:
         """Publish a gateway-wide notification (printer connected, thermal error, ...)."""
         self.hub.publish(
             NOTIFICATIONS_TOPIC,
-            protocol.notification_frame(
+            protocol.push(
+                protocol.Push.NOTIFICATION,
                 NOTIFICATIONS_TOPIC,
                 {
                     "level": level,
@@ -167,7 +168,7 @@ class Gateway:
         self.hub.publish(STATUS_TOPIC, self.status_frame(), coalesce=True)
 
     def status_frame(self) -> dict[str, Any]:
-        return protocol.status_frame(STATUS_TOPIC, self.status_payload())
+        return protocol.push(protocol.Push.STATUS, STATUS_TOPIC, self.status_payload())
 
     def status_payload(self, identity: Identity | None = None) -> dict[str, Any]:
         """The status as plain data; ``identity`` narrows the printer parts to its scope."""

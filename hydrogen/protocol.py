@@ -343,45 +343,23 @@ def utc_iso(timestamp: float) -> str:
 # and ``topic``) is added in one place.
 
 
-def push(frame_type: str, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+class Push(enum.StrEnum):
+    """The ``type`` of every frame published on a topic; the strings are the contract."""
+
+    STATUS = "status"
+    PRINTER_STATE = "printer_state"
+    TEMPERATURE = "temperature"
+    TEMPERATURE_HISTORY = "temperature_history"
+    JOB = "job"
+    SERIAL = "serial"
+    ACTION = "action"
+    PRINTER_ERROR = "printer_error"
+    NOTIFICATION = "notification"
+
+
+def push(frame_type: Push, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """A frame published on ``topic``: the envelope first, then the payload's members."""
-    return {"type": frame_type, "topic": topic, **payload}
-
-
-def status_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("status", topic, payload)
-
-
-def printer_state_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("printer_state", topic, payload)
-
-
-def temperature_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("temperature", topic, payload)
-
-
-def temperature_history_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("temperature_history", topic, payload)
-
-
-def job_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("job", topic, payload)
-
-
-def serial_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("serial", topic, payload)
-
-
-def action_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("action", topic, payload)
-
-
-def printer_error_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("printer_error", topic, payload)
-
-
-def notification_frame(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return push("notification", topic, payload)
+    return {"type": str(frame_type), "topic": topic, **payload}
 
 
 def dropped_frame(count: int, total: int) -> dict[str, Any]:

@@ -323,7 +323,7 @@ class JobManager:
         return job.payload(self.queue(printer))
 
     def job_frame(self, printer: str) -> dict[str, Any]:
-        return protocol.job_frame(self.topic(printer), self.job_payload(printer))
+        return protocol.push(protocol.Push.JOB, self.topic(printer), self.job_payload(printer))
 
     def _publish(self, printer: str, *, force: bool = False) -> None:
         now = time.monotonic()

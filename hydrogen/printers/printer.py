@@ -186,7 +186,8 @@ class Printer(PrinterConnection):
             case marlin.ActionCommand(action=action, argument=argument):
                 self._hub.publish(
                     self.topic("action"),
-                    protocol.action_frame(
+                    protocol.push(
+                        protocol.Push.ACTION,
                         self.topic("action"),
                         {
                             "printer": self.name,
@@ -238,7 +239,8 @@ class Printer(PrinterConnection):
         if self._hub.has_subscribers(topic):
             self._hub.publish(
                 topic,
-                protocol.serial_frame(
+                protocol.push(
+                    protocol.Push.SERIAL,
                     topic,
                     {
                         "printer": self.name,
@@ -267,7 +269,9 @@ class Printer(PrinterConnection):
         topic = self.topic("temperature")
         self._hub.publish(
             topic,
-            protocol.temperature_frame(topic, {"printer": self.name, **sample.as_dict()}),
+            protocol.push(
+                protocol.Push.TEMPERATURE, topic, {"printer": self.name, **sample.as_dict()}
+            ),
             coalesce=True,
         )
 
@@ -277,7 +281,8 @@ class Printer(PrinterConnection):
         topic = self.topic("error")
         self._hub.publish(
             topic,
-            protocol.printer_error_frame(
+            protocol.push(
+                protocol.Push.PRINTER_ERROR,
                 topic,
                 {
                     "printer": self.name,
@@ -333,7 +338,7 @@ class Printer(PrinterConnection):
         self._hub.publish(topic, self.state_frame(), coalesce=True, retain=True)
 
     def state_frame(self) -> dict[str, Any]:
-        return protocol.printer_state_frame(self.topic("state"), self.summary())
+        return protocol.push(protocol.Push.PRINTER_STATE, self.topic("state"), self.summary())
 
     def summary(self) -> dict[str, Any]:
         fw = self.firmware
@@ -378,7 +383,7 @@ class Printer(PrinterConnection):
     def history_frame(self) -> dict[str, Any]:
         """The history as the frame a new temperature subscriber gets first."""
         topic = self.topic("temperature")
-        return protocol.temperature_history_frame(topic, self.history_payload())
+        return protocol.push(protocol.Push.TEMPERATURE_HISTORY, topic, self.history_payload())
 
     # -- commands ---------------------------------------------------------------------------
     @property
