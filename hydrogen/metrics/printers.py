@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from hydrogen.metrics.families import FamilySpec, describe
 from hydrogen.metrics.instruments import COMMAND_DURATION
 from hydrogen.printers.printer import Printer, PrinterState
+from hydrogen.printers.state import OPERATIONAL
 
 #: Marlin reports heater PWM as 0..127.
 _MAX_POWER = 127.0
@@ -123,7 +124,7 @@ class PrinterCollector(Collector):
         counters = [(spec.family(), attr) for spec, attr in _LINK_COUNTERS]
         errors = ERRORS.family()
         for p in list(self._printers.values()):
-            up = p.state in (PrinterState.READY, PrinterState.BUSY)
+            up = p.state in OPERATIONAL
             firmware = p.firmware
             if firmware is not None:
                 info.add_metric(
