@@ -348,3 +348,23 @@ async def test_run_simulator_until_stop(tmp_path: Path) -> None:
     async with asyncio.timeout(TIMEOUT):
         await task
     assert not exists(link)
+
+
+async def test_position_autoreport(client: Client) -> None:
+    """M154 (AUTO_REPORT_POSITION): Marlin's projected position, without step counts."""
+    await client.command("G1 X5 Y6 Z0.5 E1")
+    assert await client.command("M154 S1") == ["ok"]
+    reports = [await client.readline() for _ in range(2)]
+    assert reports == ["X:5.00 Y:6.00 Z:0.50 E:1.00"] * 2, reports
+    assert await client.command("M154 S0") == ["ok"]
+    await client.quiet_for(0.1)
+
+
+async def test_fans_feedrate_and_flow(printer: SimulatedPrinter, client: Client) -> None:
+    for line in ("M106 S128", "M106 P1", "M107 P2", "M220 S150", "M221 S95", "M221 T0 S90"):
+        assert await client.command(line) == ["ok"]
+    assert printer.fan_speeds == {0: 128, 1: 255, 2: 0}
+    assert await client.command("M220") == ["FR:150%", "ok"]  # no S: Marlin reports
+    assert await client.command("M221") == ["echo:E0 Flow: 90%", "ok"]
+    assert await client.command("M221 T3 S90") == ["echo:Invalid extruder 3", "ok"]
+    assert (printer.feedrate_percentage, printer.flow_percentage) == (150, {0: 90})

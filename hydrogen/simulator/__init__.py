@@ -4,10 +4,10 @@ The gateway talks to printers through pyserial-asyncio on a tty path. So that th
 default demo (no hardware) and the integration tests exercise exactly that path,
 this module opens a pty pair, keeps the slave end in raw mode and plays Marlin
 on the master end: start banner, line numbers and checksums with Marlin's error
-and resend texts, M105/M155 temperature reports, blocking M109/M190 with wait
-lines, busy keep-alives, the emergency parser (M112/M108 act even while a
-command blocks), kill() after thermal runaway, and a device that can vanish and
-come back (hangup/replug).
+and resend texts, M105/M155 temperature reports, M114/M154 position reports,
+M220/M221 factors, blocking M109/M190 with wait lines, busy keep-alives, the
+emergency parser (M112/M108 act even while a command blocks), kill() after thermal
+runaway, and a device that can vanish and come back (hangup/replug).
 
 Deliberate, documented differences from a real board:
 

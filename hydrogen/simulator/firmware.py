@@ -54,9 +54,12 @@ class Firmware(PtyPort):
     position: dict[str, float]
     relative_xyz: bool
     relative_e: bool
-    fan_speed: int
+    fan_speeds: dict[int, int]
+    feedrate_percentage: int
+    flow_percentage: dict[int, int]
     active_extruder: int
     autoreport_interval: int
+    position_interval: int
     _noise_rng: random.Random
     _corrupt_run: tuple[int, int]
     _digest: Any  # a hashlib sha256
@@ -115,9 +118,11 @@ class Firmware(PtyPort):
             heater.set_target(0.0)
         self.position = dict.fromkeys("XYZE", 0.0)
         self.relative_xyz = self.relative_e = False
-        self.fan_speed = 0
+        self.fan_speeds = {}
+        self.feedrate_percentage = 100
+        self.flow_percentage = dict.fromkeys(range(self.extruders), 100)
         self.active_extruder = 0
-        self.autoreport_interval = 0
+        self.autoreport_interval = self.position_interval = 0
         self._last_n = 0
         self._wait_for_heatup = False
         self._rx.clear()

@@ -1,6 +1,7 @@
 """The G-code the simulated firmware understands, one ``_cmd_<code>`` handler each:
-motion and position, temperatures (M104/M109/M140/M190 with Marlin's wait loop,
-M105, M155 auto-reports), fan, messages, M110/M112, M115 capabilities, M503."""
+motion and position (M114, M154 auto-reports), temperatures (M104/M109/M140/M190 with
+Marlin's wait loop, M105, M155 auto-reports), fans, feed-rate and flow factors
+(M220/M221), messages, M110/M112, M115 capabilities, M503."""
 
 from __future__ import annotations
 
@@ -83,6 +84,30 @@ class GcodeHandlers(Firmware):
 
     async def _cmd_M114(self, params: dict[str, float | None], rest: str) -> None:
         self._emit(self._position_report())
+
+    async def _cmd_M154(self, params: dict[str, float | None], rest: str) -> None:
+        """Position auto-report (AUTO_REPORT_POSITION): Marlin's projected position,
+        without the step counts."""
+        if not self.autoreport_supported:
+            raise _Unknown
+        seconds = params.get("S")
+        if seconds is None:
+            return
+        self.position_interval = max(0, min(60, int(seconds)))
+        if self._position_task is not None:
+            self._position_task.cancel()
+            self._position_task = None
+        if self.position_interval:
+            assert self._loop is not None
+            self._position_task = self._loop.create_task(
+                self._report_position(self.position_interval), name="marlin-simulator-position"
+            )
+
+    async def _report_position(self, interval: int) -> None:
+        while True:
+            await self._sleep(interval)
+            if self._state is _State.RUNNING:
+                self._emit(self._position_report().split(" Count ", 1)[0])
 
     # Temperatures ------------------------------------------------------------
 
@@ -180,10 +205,29 @@ class GcodeHandlers(Firmware):
 
     async def _cmd_M106(self, params: dict[str, float | None], rest: str) -> None:
         speed = params.get("S")
-        self.fan_speed = 255 if speed is None else max(0, min(255, round(speed)))
+        fan = round(params.get("P") or 0)
+        self.fan_speeds[fan] = 255 if speed is None else max(0, min(255, round(speed)))
 
     async def _cmd_M107(self, params: dict[str, float | None], rest: str) -> None:
-        self.fan_speed = 0
+        self.fan_speeds[round(params.get("P") or 0)] = 0
+
+    async def _cmd_M220(self, params: dict[str, float | None], rest: str) -> None:
+        """Feed-rate percentage; without S Marlin reports it as ``FR:100%``."""
+        if params.get("S") is None:
+            self._emit(f"FR:{self.feedrate_percentage}%")
+        else:
+            self.feedrate_percentage = max(10, min(999, round(params["S"] or 0)))
+
+    async def _cmd_M221(self, params: dict[str, float | None], rest: str) -> None:
+        """Flow percentage of the active (or T) extruder; without S reported as
+        ``echo:E0 Flow: 100%``."""
+        tool = self.active_extruder if params.get("T") is None else round(params["T"] or 0)
+        if tool not in self.flow_percentage:
+            self._emit(f"echo:Invalid extruder {tool}")
+        elif params.get("S") is None:
+            self._emit(f"echo:E{tool} Flow: {self.flow_percentage[tool]}%")
+        else:
+            self.flow_percentage[tool] = max(1, min(999, round(params["S"] or 0)))
 
     async def _cmd_M73(self, params: dict[str, float | None], rest: str) -> None:
         if params.get("P") is not None:
@@ -222,7 +266,7 @@ class GcodeHandlers(Firmware):
             "BINARY_FILE_TRANSFER": 0,
             "EEPROM": 1,
             "VOLUMETRIC": 1,
-            "AUTOREPORT_POS": 0,
+            "AUTOREPORT_POS": int(self.autoreport_supported),
             "AUTOREPORT_TEMP": int(self.autoreport_supported),
             "PROGRESS": 0,
             "PRINT_JOB": 1,

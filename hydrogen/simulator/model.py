@@ -29,9 +29,7 @@ _PARAM = re.compile(r"([A-Za-z])\s*([-+]?(?:\d+\.?\d*|\.\d+))?")
 _INT_PREFIX = re.compile(r"\s*([-+]?\d+)")
 
 # Accepted with nothing observable to simulate.
-_NOOP_CODES = frozenset(
-    {"G20", "G21", "M17", "M18", "M84", "M108", "M220", "M221", "M400", "M410", "M999"}
-)
+_NOOP_CODES = frozenset({"G20", "G21", "M17", "M18", "M84", "M108", "M400", "M410", "M999"})
 _STEPS_PER_MM = {"X": 80.0, "Y": 80.0, "Z": 400.0, "E": 93.0}
 # Marlin defaults: HEATER_0_MAXTEMP 275 - HOTEND_OVERSHOOT 15, BED_MAXTEMP 150 - BED_OVERSHOOT 10.
 _HOTEND_MAX_TARGET = 260.0

@@ -109,9 +109,13 @@ class SimulatedPrinter(GcodeHandlers):
         self.position: dict[str, float] = dict.fromkeys("XYZE", 0.0)
         self.relative_xyz = False
         self.relative_e = False
-        self.fan_speed = 0
+        #: M106/M107 by fan index (P), 0..255; M220 and M221 (by extruder) in percent
+        self.fan_speeds: dict[int, int] = {}
+        self.feedrate_percentage = 100
+        self.flow_percentage = dict.fromkeys(range(extruders), 100)
         self.active_extruder = 0
         self.autoreport_interval = 0
+        self.position_interval = 0
         self.last_message = ""
         self.progress = 0
         self._last_n = 0
@@ -132,6 +136,7 @@ class SimulatedPrinter(GcodeHandlers):
         self._tx = bytearray()
         self._firmware_task: asyncio.Task[None] | None = None
         self._autoreport_task: asyncio.Task[None] | None = None
+        self._position_task: asyncio.Task[None] | None = None
         self._stopped = False
 
     # ------------------------------------------------------------------ public API

@@ -46,6 +46,9 @@ class PtyPort:
     _ep_line: bytearray
     _tx: bytearray
     _wait_for_heatup: bool
+    _firmware_task: asyncio.Task[None] | None
+    _autoreport_task: asyncio.Task[None] | None
+    _position_task: asyncio.Task[None] | None
 
     def _kill(self) -> None:
         raise NotImplementedError  # the firmware's kill(), see Firmware
@@ -107,12 +110,13 @@ class PtyPort:
                 await task
 
     def _cancel_tasks(self) -> list[asyncio.Task[None]]:
-        tasks = [t for t in (self._firmware_task, self._autoreport_task) if t is not None]
+        running = (self._firmware_task, self._autoreport_task, self._position_task)
+        tasks = [t for t in running if t is not None]
         current = asyncio.current_task()
         for task in tasks:
             if task is not current:
                 task.cancel()
-        self._firmware_task = self._autoreport_task = None
+        self._firmware_task = self._autoreport_task = self._position_task = None
         return [t for t in tasks if t is not current]
 
     def _on_readable(self) -> None:
