@@ -1,4 +1,4 @@
-"""The ``hydrogen`` command: ``serve``, ``check-config`` and ``simulator``."""
+"""The ``hydrogen`` command: ``serve``, ``check-config``, ``keys`` and ``simulator``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from hydrogen.statelock import StateDirBusy, StateLock
 log = logging.getLogger("hydrogen")
 
 #: The subcommands, in the order ``--help`` lists them.
-COMMANDS = ("serve", "check-config", "simulator")
+COMMANDS = ("serve", "check-config", "keys", "simulator")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", metavar="PATH")
     check.set_defaults(func=cmd_check_config)
+
+    from hydrogen.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
 
     sim = sub.add_parser("simulator", help="run the simulated Marlin printer on a pty")
     sim.add_argument(

@@ -27,6 +27,7 @@ from hydrogen.protocol import Role
 
 __all__ = [
     "ApiKey",
+    "AuthConfig",
     "Config",
     "ConfigError",
     "GeneratedKey",
@@ -57,6 +58,8 @@ class ApiKey:
     key: str = field(repr=False)
     role: Role = Role.CONTROL
     name: str = "default"
+    #: The printers this key may see and act on; None is all of them.
+    printers: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,39 @@ class StatusConfig:
 class MetricsConfig:
     #: Serve /metrics without a key (for a scraper on a trusted network).
     public: bool = False
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    #: Lifetime of a token from ``POST /api/auth/token`` (also the longest one asked for).
+    token_ttl_seconds: int = 3600
+    #: Seconds before a WebSocket's token expires that the client is told to refresh it.
+    token_refresh_warning_seconds: float = 60.0
+    #: Failed authentications from one address within ``failure_window_seconds`` after
+    #: which it gets 429 until the window ends (brute force of keys and tokens).
+    max_failures: int = 10
+    failure_window_seconds: float = 60.0
+
+    def validate(self, path: str) -> None:
+        _check(
+            60 <= self.token_ttl_seconds <= 7 * 24 * 3600,
+            f"{path}.token_ttl_seconds",
+            "must be 60..604800",
+            self.token_ttl_seconds,
+        )
+        _check(
+            0 < self.token_refresh_warning_seconds < self.token_ttl_seconds,
+            f"{path}.token_refresh_warning_seconds",
+            "must be > 0 and less than token_ttl_seconds",
+            self.token_refresh_warning_seconds,
+        )
+        _check(self.max_failures >= 1, f"{path}.max_failures", "must be >= 1", self.max_failures)
+        _check(
+            1 <= self.failure_window_seconds <= 86400,
+            f"{path}.failure_window_seconds",
+            "must be 1..86400 s",
+            self.failure_window_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -262,6 +298,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     jobs: JobsConfig = JobsConfig()
+    auth: AuthConfig = AuthConfig()
     keys: tuple[ApiKey, ...] = ()
     printers: tuple[PrinterConfig, ...] = ()
     state_dir: Path = field(default_factory=lambda: default_state_dir())
@@ -327,6 +364,7 @@ _SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "log": LogConfig,
     "jobs": JobsConfig,
+    "auth": AuthConfig,
 }
 
 
@@ -423,7 +461,7 @@ def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ApiKey, ...]:
         path = f"keys[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{path}: expected a table")
-        known = {"name", "role", "key", "key_env", "key_file"}
+        known = {"name", "role", "printers", "key", "key_env", "key_file"}
         unknown = sorted(set(entry) - known)
         if unknown:
             raise _unknown_key(f"{path}.{unknown[0]}", unknown[0], known)
@@ -435,10 +473,39 @@ def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ApiKey, ...]:
             role = Role.parse(entry.get("role", "control"))
         except (ValueError, AttributeError):
             raise ConfigError(
-                f"{path}.role: must be 'monitor' or 'control' (got {entry.get('role')!r})"
+                f"{path}.role: must be 'monitor', 'control' or 'admin' (got {entry.get('role')!r})"
             ) from None
-        keys.append(ApiKey(_read_secret(entry, path, environ), role, name))
+        scope = entry.get("printers")
+        if scope is not None and (
+            not isinstance(scope, list) or not all(isinstance(p, str) and p for p in scope)
+        ):
+            raise ConfigError(f"{path}.printers: expected a list of printer names (got {scope!r})")
+        printers = frozenset(scope) if scope is not None else None
+        keys.append(ApiKey(_read_secret(entry, path, environ), role, name, printers))
     return tuple(keys)
+
+
+def _unique_key_names(keys: Iterable[ApiKey]) -> None:
+    """A name is who acted (logs, tokens, the audit trail): it must say which key."""
+    seen: set[str] = set()
+    for entry in keys:
+        if entry.name in seen:
+            raise ConfigError(
+                f"keys: the name {entry.name!r} is used by two keys"
+                " (a [[keys]] entry and --api-key, HYDROGEN_API_KEY or the systemd credential)"
+            )
+        seen.add(entry.name)
+
+
+def _check_key_scopes(keys: Iterable[ApiKey], printers: Iterable[PrinterConfig]) -> None:
+    """A key may only be scoped to printers that exist (a typo would silently hide one)."""
+    known = {p.name for p in printers}
+    for index, entry in enumerate(keys):
+        for name in sorted(entry.printers or ()):
+            if name not in known:
+                raise ConfigError(
+                    f"keys[{index}].printers: no printer named {name!r}{did_you_mean(name, known)}"
+                )
 
 
 def _credential_key(environ: Mapping[str, str]) -> str | None:
@@ -543,12 +610,17 @@ def load_config(
         if key:
             where = "HYDROGEN_API_KEY" if index == 0 and env_key else "--api-key"
             _check_key(key, where)
-            keys.append(ApiKey(key, Role.CONTROL, "env" if where == "HYDROGEN_API_KEY" else "cli"))
+            name = "env" if where == "HYDROGEN_API_KEY" else "cli"
+            taken = sum(1 for k in keys if k.name == name or k.name.startswith(f"{name}-"))
+            keys.append(ApiKey(key, Role.CONTROL, f"{name}-{taken + 1}" if taken else name))
+    _unique_key_names(keys)
 
     if overrides.get("printers"):
         printers = _unique_printers(list(overrides["printers"]))
     else:
         printers = _printers(data.get("printers", []))
+
+    _check_key_scopes(keys, printers)
 
     state_dir_value = overrides.get("state_dir") or data.get("state_dir")
     if state_dir_value is not None and not isinstance(state_dir_value, str | os.PathLike):

@@ -36,6 +36,10 @@ class ConnectionStats:
     active: int = 0
     total: int = 0
     refused_by_reason: Counter[str] = field(default_factory=Counter)
+    #: Open WebSocket connections by the role of their identity.
+    active_by_role: Counter[str] = field(default_factory=Counter)
+    #: Failed authentications (HTTP and WebSocket) by a bounded reason.
+    auth_failures: Counter[str] = field(default_factory=Counter)
 
 
 class Service(Protocol):

@@ -16,15 +16,23 @@ from hydrogen.protocol import Role
 @dataclass(frozen=True, slots=True)
 class Identity:
     role: Role
-    #: How the credential arrived: "header", "query", "cookie", "internal", ...
+    #: How the credential arrived: "header", "query", "cookie", "token" (a bearer token),
+    #: "token_query", "token_subprotocol", "oneshot", "internal".
     via: str = "header"
     #: The key's name (logs, audit, presence); never the secret.
     name: str = ""
     #: The printers this identity may see and act on; None is all of them.
     printers: frozenset[str] | None = None
+    #: The generation of the key it came from (changes on rotation); a revoked or
+    #: rotated key ends every connection, token and cookie that carries the old one.
+    generation: str = ""
 
     def sees(self, printer: str) -> bool:
         return self.printers is None or printer in self.printers
+
+    @property
+    def by_token(self) -> bool:
+        return self.via.startswith("token") or self.via == "oneshot"
 
     def visible(self, printers: Iterable[str]) -> list[str]:
         """``printers`` less those outside this identity's scope, order kept."""

@@ -82,6 +82,10 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(_B + r"(X-Api-Key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;\\]+", re.IGNORECASE),
     # The session cookie in cookie-jar reprs and anywhere else it is named.
     re.compile(_B + r"(hydrogen_session[\"']?\s*[:=]\s*[\"']?)[^\s\"',;\\]+", re.IGNORECASE),
+    # Wherever they appear, named or not: a stored key (its public id stays, to tell
+    # which), a JWT (e.g. offered as the subprotocol ``access_token.<jwt>``).
+    re.compile(r"(hgk_[0-9a-f]{10}_)[A-Za-z0-9_\-]+"),
+    re.compile(r"(?<![\w-])(eyJ[A-Za-z0-9_\-]*\.)[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"),
 )
 
 # Cookie: every value, whatever the cookie's name; Set-Cookie: the cookie's own value

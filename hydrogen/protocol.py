@@ -61,6 +61,10 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     #: The client's outbound backlog passed the hard bound: it stopped reading.
     SLOW_CONSUMER = 4001
+    #: The key that authenticated the connection was revoked or rotated.
+    CREDENTIALS_REVOKED = 4003
+    #: The token that authenticated the connection expired without an ``auth_refresh``.
+    TOKEN_EXPIRED = 4004
 
 
 class Role(enum.IntEnum):

@@ -21,13 +21,21 @@ from hydrogen.server.app import create_app
 
 CONTROL_KEY = "control-key-0123456789"
 MONITOR_KEY = "monitor-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789"
 
 
 def make_config(tmp_path: Any, *, limits: dict[str, Any] | None = None, **changes: Any) -> Config:
     base = load_config(None, environ={}, overrides={"state_dir": str(tmp_path)})
     return dataclasses.replace(
         base,
-        keys=(ApiKey(CONTROL_KEY, Role.CONTROL, "ctl"), ApiKey(MONITOR_KEY, Role.MONITOR, "mon")),
+        keys=changes.pop(
+            "keys",
+            (
+                ApiKey(CONTROL_KEY, Role.CONTROL, "ctl"),
+                ApiKey(MONITOR_KEY, Role.MONITOR, "mon"),
+                ApiKey(ADMIN_KEY, Role.ADMIN, "adm"),
+            ),
+        ),
         status=StatusConfig(interval=0.1, slow_interval=1.0),
         limits=dataclasses.replace(LimitsConfig(), **(limits or {})),
         **changes,

@@ -243,7 +243,7 @@ def test_an_unknown_command_suggests_the_closest_one(argv, suggestion):
         assert suggestion in error
     else:
         assert "did you mean" not in error
-    assert error.endswith("commands: serve, check-config, simulator")
+    assert error.endswith("commands: serve, check-config, keys, simulator")
 
 
 def test_a_known_command_and_top_level_options_still_parse():

@@ -55,7 +55,8 @@ async def test_key_in_query_string_is_accepted(gateway_client):
     [
         ({}, "an API key is required"),
         ({"Authorization": "Key wrong-key-123456"}, "invalid API key"),
-        ({"Authorization": f"Bearer {CONTROL_KEY}"}, "an API key is required"),
+        # Bearer carries a token (POST /api/auth/token), not a key.
+        ({"Authorization": f"Bearer {CONTROL_KEY}"}, "invalid token"),
     ],
 )
 async def test_missing_or_wrong_key_is_refused_with_401(gateway_client, headers, message):

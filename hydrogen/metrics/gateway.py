@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from hydrogen import __version__
 from hydrogen.gateway import Gateway
 from hydrogen.metrics.families import FamilySpec, describe
+from hydrogen.protocol import Role
 from hydrogen.server.gate import ConnectionGate
 
 BUILD = FamilySpec("hydrogen_build", "info", "Version of the running gateway.")
@@ -23,8 +24,21 @@ START_TIME = FamilySpec("hydrogen_start_time_seconds", "gauge", "Unix time the g
 CONNECTIONS_ACTIVE = FamilySpec(
     "hydrogen_connections_active", "gauge", "Open WebSocket connections."
 )
+CONNECTIONS_BY_ROLE = FamilySpec(
+    "hydrogen_connections_active_by_role",
+    "gauge",
+    "Open WebSocket connections by the role of the identity that opened them.",
+    ("role",),
+)
 CONNECTIONS = FamilySpec(
     "hydrogen_connections", "counter", "WebSocket connections accepted since start."
+)
+AUTH_FAILURES = FamilySpec(
+    "hydrogen_auth_failures",
+    "counter",
+    "Failed authentications (HTTP and WebSocket handshakes), by reason: missing, invalid_key,"
+    " invalid_token, expired_token, revoked, used_token, invalid_cookie, rate_limited.",
+    ("reason",),
 )
 CONNECTIONS_REFUSED = FamilySpec(
     "hydrogen_connections_refused",
@@ -57,8 +71,10 @@ FAMILIES: tuple[FamilySpec, ...] = (
     BUILD,
     START_TIME,
     CONNECTIONS_ACTIVE,
+    CONNECTIONS_BY_ROLE,
     CONNECTIONS,
     CONNECTIONS_REFUSED,
+    AUTH_FAILURES,
     REQUESTS,
     ERRORS,
     FRAMES_PUBLISHED,
@@ -127,8 +143,12 @@ class GatewayCollector(Collector):
         yield info
         yield _single(START_TIME, g.started_at)
         yield _single(CONNECTIONS_ACTIVE, g.connections.active)
+        # Every role, 0 included: a dashboard's "admins connected" panel is never empty.
+        by_role = {role.label: 0 for role in Role} | dict(g.connections.active_by_role)
+        yield _by_label(CONNECTIONS_BY_ROLE, by_role)
         yield _single(CONNECTIONS, g.connections.total)
         yield _by_label(CONNECTIONS_REFUSED, g.connections.refused_by_reason)
+        yield _by_label(AUTH_FAILURES, g.connections.auth_failures)
         yield _by_label(REQUESTS, g.dispatcher.stats.requests_by_type)
         yield _by_label(ERRORS, g.dispatcher.stats.errors_by_code)
         hub = g.hub.stats

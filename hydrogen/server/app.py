@@ -28,6 +28,7 @@ from hydrogen.server.gate import (
     gate_middleware,
     open_files_limit,
 )
+from hydrogen.server.key_requests import key_requests
 from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
 from hydrogen.server.limits import ConnectionLimiter
 from hydrogen.server.ws import close_all, is_websocket_upgrade, websocket_handler
@@ -102,6 +103,8 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/system/health", health)
     # The requests of the managers this app serves, then every transport built from them.
+    credentials = auth.setup(app)  # keys, tokens and the brute-force limit, before any route
+    gateway.api.define(*key_requests(credentials, [p.name for p in gateway.config.printers]))
     if printers is not None:
         gateway.api.define(*printer_requests(printers))
     if jobs is not None:

@@ -63,3 +63,43 @@ class ConnectionLimiter:
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
+
+
+class FailureLimiter:
+    """Failed authentications per client address: ``limit`` in a ``window`` of seconds,
+    then that address is refused (429) until the window that began with its first
+    failure ends. A fixed window, so a blocked guesser gets no new tries by waiting a
+    little; the table is bounded whatever the traffic.
+    """
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._failures: dict[str, tuple[float, int]] = {}
+
+    def retry_after(self, ip: str) -> float:
+        """Seconds until ``ip`` may try again; 0 when it may now."""
+        start, count = self._failures.get(ip, (0.0, 0))
+        left = start + self.window - self._clock()
+        if left <= 0:
+            self._failures.pop(ip, None)
+            return 0.0
+        return left if count >= self.limit else 0.0
+
+    def fail(self, ip: str) -> int:
+        """Count a failure; returns how many ``ip`` has in its window (1: a new burst)."""
+        now = self._clock()
+        start, count = self._failures.get(ip, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        if len(self._failures) >= self.MAX_ADDRESSES and ip not in self._failures:
+            self._failures = {k: v for k, v in self._failures.items() if now - v[0] < self.window}
+            if len(self._failures) >= self.MAX_ADDRESSES:
+                self._failures.clear()
+        self._failures[ip] = (start, count + 1)
+        return count + 1

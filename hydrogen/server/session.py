@@ -5,16 +5,18 @@ gateway restart without a session table::
 
     v1.<payload>.<signature>
 
-``payload`` is base64url (no padding) of compact JSON ``{"r": role, "iat": issued,
-"exp": expiry, "kf": key fingerprint}``; ``signature`` is base64url of
-HMAC-SHA256(secret, ``"v1." + payload``). The secret is 32 random bytes kept in
-``state_dir/session_secret`` (mode 0600, created on first use). The key
-fingerprint is HMAC-SHA256(secret, ``"key\\0" + key``) truncated to 16 bytes: a
-keyed hash, so a cookie never carries anything that can be checked offline
-against guessed keys. A token is only honoured while a configured key still has
-that fingerprint, with the lower of the token's role and that key's current role.
-Removing (or downgrading) a key from the config therefore ends (or downgrades) its
-sessions; deleting ``session_secret`` ends every session.
+``payload`` is base64url (no padding) of compact JSON ``{"r": role, "n": key name,
+"p": printers or null, "iat": issued, "exp": expiry, "kf": key fingerprint}``;
+``signature`` is base64url of HMAC-SHA256(secret, ``"v1." + payload``). The secret
+is 32 random bytes kept in ``state_dir/session_secret`` (mode 0600, created on
+first use). The key fingerprint is HMAC-SHA256(secret, ``"key\\0" + material``)
+truncated to 16 bytes, where the material of a configured key is the key itself and
+that of a stored key is its generation (which changes when it is rotated): a keyed
+hash, so a cookie never carries anything that can be checked offline against
+guessed keys. A token is only honoured while a key still has that fingerprint, with
+the lower of the token's role and that key's current role and the printers both
+allow. Removing, revoking or rotating a key therefore ends its sessions (and
+downgrading it downgrades them); deleting ``session_secret`` ends every session.
 
 Browsers send cookies on cross-site WebSocket handshakes and form POSTs, so
 everything authenticated by this cookie that can change something also checks
@@ -35,14 +37,18 @@ import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
 from hydrogen.config import ApiKey
+from hydrogen.identity import Identity
+from hydrogen.keyring import KeyRecord, Keyring
 from hydrogen.protocol import ErrorCode, Role
 from hydrogen.server.errors import json_error
-from hydrogen.server.keys import GATEWAY
+from hydrogen.server.keys import CREDENTIALS, GATEWAY
+from hydrogen.tokens import narrowest
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +76,13 @@ def _b64decode(text: str) -> bytes:
 class SessionManager:
     """Issues and verifies session tokens with the secret from ``state_dir``."""
 
-    def __init__(self, state_dir: Path, *, max_age: int = DEFAULT_MAX_AGE) -> None:
+    def __init__(
+        self, state_dir: Path, *, max_age: int = DEFAULT_MAX_AGE, keyring: Keyring | None = None
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.max_age = max_age
+        #: Resolves the key signed in with to its name, scope and generation.
+        self.keyring = keyring
         self._secret: bytes | None = None
 
     # -- the secret ----------------------------------------------------------------
@@ -132,19 +142,30 @@ class SessionManager:
     def issue(self, key: str, role: Role, *, now: float | None = None) -> str:
         """A token for someone who just proved they hold ``key`` (granting ``role``)."""
         issued = int(time.time() if now is None else now)
-        body = {
+        record = self.keyring.lookup(key) if self.keyring is not None else None
+        body: dict[str, Any] = {
             "r": role.label,
+            "n": record.name if record is not None else "",
+            "p": sorted(record.printers) if record and record.printers is not None else None,
             "iat": issued,
             "exp": issued + self.max_age,
-            "kf": _b64encode(self.fingerprint(key)),
+            "kf": _b64encode(self.fingerprint(record.material if record else key)),
         }
         payload = _b64encode(json.dumps(body, separators=(",", ":")).encode())
         return f"{_VERSION}.{payload}.{self._sign(payload)}"
 
     def verify(
-        self, token: str, keys: Iterable[ApiKey], *, now: float | None = None
+        self, token: str, keys: Iterable[ApiKey | KeyRecord], *, now: float | None = None
     ) -> Role | None:
         """The role ``token`` grants now, or None (forged, expired, or key gone)."""
+        identity = self.verify_identity(token, keys, now=now)
+        return identity.role if identity is not None else None
+
+    def verify_identity(
+        self, token: str, keys: Iterable[ApiKey | KeyRecord], *, now: float | None = None
+    ) -> Identity | None:
+        """Who ``token`` is now (the key's current name, role and scope narrowed by
+        the token's), or None: forged, expired, or its key removed, revoked or rotated."""
         if not token or len(token) > _MAX_TOKEN_CHARS:
             return None
         version, _, rest = token.partition(".")
@@ -158,21 +179,29 @@ class SessionManager:
             role = Role.parse(body["r"])
             expires = body["exp"]
             fingerprint = _b64decode(body["kf"])
+            scope = body.get("p")
+            printers = frozenset(str(p) for p in scope) if isinstance(scope, list) else None
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             return None
         if not isinstance(expires, int) or isinstance(expires, bool):
             return None
         if expires <= (time.time() if now is None else now):
             return None
-        granted: Role | None = None
+        granted: ApiKey | KeyRecord | None = None
         for entry in keys:  # every key is compared, whichever matches
-            if hmac.compare_digest(self.fingerprint(entry.key), fingerprint) and (
-                granted is None or entry.role > granted
+            if hmac.compare_digest(self.fingerprint(_material(entry)), fingerprint) and (
+                granted is None or entry.role > granted.role
             ):
-                granted = entry.role
+                granted = entry
         if granted is None:
             return None
-        return min(role, granted)
+        return Identity(
+            min(role, granted.role),
+            "cookie",
+            granted.name,
+            narrowest(granted.printers, printers),
+            getattr(granted, "generation", ""),
+        )
 
     def _sign_safe(self, payload: str) -> bytes:
         try:
@@ -181,22 +210,42 @@ class SessionManager:
             return b""
 
 
+def _material(entry: ApiKey | KeyRecord) -> str:
+    return entry.material if isinstance(entry, KeyRecord) else entry.key
+
+
 SESSIONS = web.AppKey("sessions", SessionManager)
 
 
 def setup(app: web.Application) -> SessionManager:
-    manager = SessionManager(app[GATEWAY].config.state_dir)
+    credentials = app.get(CREDENTIALS)
+    manager = SessionManager(
+        app[GATEWAY].config.state_dir,
+        keyring=credentials.keyring if credentials is not None else None,
+    )
     app[SESSIONS] = manager
     return manager
 
 
-def cookie_role(request: web.Request) -> Role | None:
-    """The role the request's session cookie grants, or None."""
+def cookie_identity(request: web.Request) -> Identity | None:
+    """Who the request's session cookie says is calling, or None."""
     token = request.cookies.get(COOKIE_NAME)
     manager = request.app.get(SESSIONS)
     if not token or manager is None:
         return None
-    return manager.verify(token, request.app[GATEWAY].config.keys)
+    credentials = request.app.get(CREDENTIALS)
+    keys: Iterable[ApiKey | KeyRecord] = (
+        credentials.keyring.records()
+        if credentials is not None
+        else request.app[GATEWAY].config.keys
+    )
+    return manager.verify_identity(token, keys)
+
+
+def cookie_role(request: web.Request) -> Role | None:
+    """The role the request's session cookie grants, or None."""
+    identity = cookie_identity(request)
+    return identity.role if identity is not None else None
 
 
 def has_cookie(request: web.Request) -> bool:

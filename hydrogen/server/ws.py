@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -20,8 +22,9 @@ from hydrogen.hub import Subscriber, SubscriberOverflow
 from hydrogen.protocol import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 from hydrogen.server import auth
 from hydrogen.server import session as cookie_session
-from hydrogen.server.errors import json_error
-from hydrogen.server.keys import GATEWAY, LIMITER, SOCKETS
+from hydrogen.server.credentials import Login
+from hydrogen.server.errors import ErrorResponse, json_error
+from hydrogen.server.keys import CREDENTIALS, GATEWAY, LIMITER, SOCKETS
 from hydrogen.server.limits import TokenBucket
 from hydrogen.server.wsframing import direct_writer
 
@@ -48,7 +51,7 @@ def is_websocket_upgrade(request: web.Request) -> bool:
     )
 
 
-def _refuse(request: web.Request) -> tuple[web.Response | None, auth.Identity | None]:
+def _refuse(request: web.Request) -> tuple[web.Response | None, auth.Authenticated | None]:
     """Every check that happens before the upgrade, in the documented order."""
     gateway = request.app[GATEWAY]
     if SUBPROTOCOL not in offered_subprotocols(request):
@@ -75,24 +78,30 @@ def _refuse(request: web.Request) -> tuple[web.Response | None, auth.Identity | 
         return json_error(
             status, code, message, {"limit": reason}, headers={"Retry-After": "10"}
         ), None
-    identity = auth.identify(request, allow_query=True)
-    if identity is None:
-        gateway.connections.refused_by_reason["auth_failed"] += 1
-        gateway.dispatcher.count_error(ErrorCode.AUTH_FAILED)
-        return auth.auth_failed(request, allow_query=True), None
+    try:
+        authenticated = auth.check(request, allow_query=True)
+    except ErrorResponse as exc:
+        limited = exc.response.status == 429
+        refused = "auth_rate_limited" if limited else "auth_failed"
+        gateway.connections.refused_by_reason[refused] += 1
+        gateway.dispatcher.count_error(ErrorCode.RATE_LIMITED if limited else ErrorCode.AUTH_FAILED)
+        return exc.response, None
+    identity = authenticated.identity
     if identity.via == "cookie" and not cookie_session.origin_allowed(request):
         # Browsers send cookies on cross-site handshakes: cross-site WebSocket hijacking.
         gateway.connections.refused_by_reason["forbidden_origin"] += 1
         gateway.dispatcher.count_error(ErrorCode.FORBIDDEN)
         return cookie_session.origin_refused(request), None
-    return None, identity
+    return None, authenticated
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    refusal, identity = _refuse(request)
+    await auth.prepare(request, allow_query=True)  # a stored key's slow hash, off the loop
+    refusal, authenticated = _refuse(request)
     if refusal is not None:
         return refusal
-    assert identity is not None
+    assert authenticated is not None
+    identity = authenticated.identity
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
     ws = web.WebSocketResponse(
@@ -128,6 +137,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     session = Session(subscriber.client_id, identity, subscriber, remote=ip)
     writer: asyncio.Task[None] | None = None
     cut: list[asyncio.Task[None]] = []  # holds the cut-off task while it runs
+    login = _log_in(request, ws, session, authenticated)
     try:
         request.app[SOCKETS].add(ws)
         session.send(gateway.welcome_frame(session) | {"subscriptions": ["status"]})
@@ -140,18 +150,25 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             asyncio.ensure_future(_cut_slow(ws, subscriber, writer))
         )
         log.info(
-            "client %s connected from %s (role %s, key via %s)",
+            "client %s connected from %s (%r, role %s, via %s)",
             session.id,
             ip,
+            identity.name,
             identity.role.label,
             identity.via,
         )
+        if login.expires_at is not None:
+            login.task = asyncio.create_task(
+                _expiry(login, gateway.config.auth.token_refresh_warning_seconds),
+                name=f"ws-expiry-{session.id}",
+            )
         await _read(ws, session, request)
     except Exception:
         log.exception("client %s: connection handler failed", session.id)
         with contextlib.suppress(Exception):
             await _close(ws, CloseCode.INTERNAL_ERROR, b"internal error")
     finally:
+        _log_out(request, login)
         session.cancel_tasks()
         gateway.hub.detach(subscriber)
         if writer is not None:
@@ -162,6 +179,86 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         limiter.release(ip)
         log.info("client %s disconnected (close code %s)", session.id, ws.close_code)
     return ws
+
+
+def _log_in(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    session: Session,
+    authenticated: auth.Authenticated,
+) -> Login:
+    """Register the connection where revocation and token expiry can end it."""
+
+    async def end(code: int, reason: str, frame: dict[str, Any]) -> None:
+        # Straight to the socket, not through the queue: the close follows at once.
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(protocol.encode(frame))
+        await _close(ws, code, reason.encode())
+
+    login = Login(session, end, authenticated.expires_at)
+    request.app[CREDENTIALS].logins[session.id] = login
+    request.app[GATEWAY].connections.active_by_role[session.role.label] += 1
+    return login
+
+
+def _log_out(request: web.Request, login: Login) -> None:
+    request.app[CREDENTIALS].logins.pop(login.session.id, None)
+    if login.task is not None:
+        login.task.cancel()
+    by_role = request.app[GATEWAY].connections.active_by_role
+    by_role[login.role_label] -= 1
+    if by_role[login.role_label] <= 0:
+        del by_role[login.role_label]
+
+
+async def _expiry(login: Login, warning: float) -> None:
+    """Warn before the token expires; end the connection if no refresh came in time."""
+    warned_for: float | None = None
+    while login.expires_at is not None:
+        login.changed.clear()
+        expires = login.expires_at
+        left = expires - time.time()
+        if (
+            warned_for != expires
+            and left > warning
+            and await _changed_within(login, left - warning)
+        ):
+            continue
+        if warned_for != expires and left > 0:
+            warned_for = expires
+            login.session.send(
+                {
+                    "type": "auth_status",
+                    "status": "token_expiring",
+                    "expires_at": protocol.utc_iso(expires),
+                    "refresh_required": True,
+                }
+            )
+        if await _changed_within(login, expires - time.time()):
+            continue
+        log.info(
+            "client %s: token of %r expired; closing with %d",
+            login.session.id,
+            login.identity.name,
+            CloseCode.TOKEN_EXPIRED,
+        )
+        await login.end(
+            CloseCode.TOKEN_EXPIRED,
+            "token expired",
+            {"type": "auth_status", "status": "expired", "expires_at": protocol.utc_iso(expires)},
+        )
+        return
+
+
+async def _changed_within(login: Login, seconds: float) -> bool:
+    if seconds <= 0:
+        return login.changed.is_set()
+    try:
+        async with asyncio.timeout(seconds):
+            await login.changed.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _read(ws: web.WebSocketResponse, session: Session, request: web.Request) -> None:
