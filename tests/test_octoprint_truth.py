@@ -48,6 +48,14 @@ def test_octoprint_answers_as_recorded(recorded):
             differences.append(f"{name}: status {now['status']}, recorded {then['status']}")
         if now["shape"] is not None and then["shape"] is not None:
             differences += [f"{name}: {line}" for line in diff(then["shape"], now["shape"])]
+    for part in ("connected", "history", "current"):
+        differences += [
+            f"socket {part}: {line}"
+            for line in diff(committed["socket"][part], recorded["socket"][part])
+        ]
+    for kind, then in committed["socket"]["events"].items():
+        now = recorded["socket"]["events"][kind]
+        differences += [f"socket event {kind}: {line}" for line in diff(then, now)]
     assert not differences, (
         f"OctoPrint {recorded['octoprint']} answers differently from the recording of "
         f"{committed['octoprint']}:\n" + "\n".join(differences)

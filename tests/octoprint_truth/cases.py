@@ -85,7 +85,8 @@ _AUTH = [
         "/api/settings",
         "offline",
         subset=True,
-        only=("api", "appearance", "feature", "serial", "temperature", "webcam"),
+        maps=("plugins",),
+        only=("api", "appearance", "feature", "plugins", "serial", "temperature", "webcam"),
     ),
     _get("printerprofiles", "/api/printerprofiles", "offline", maps=("profiles",)),
     _get("currentuser", "/api/currentuser", "offline"),
@@ -215,6 +216,9 @@ _JOB = [
     _post("job_cancel_not_printing", "/api/job", {"command": "cancel"}, "finished"),
     Case("file_delete", "DELETE", f"/api/files/local/{GCODE_NAME}", "finished"),
     Case("file_delete_missing", "DELETE", f"/api/files/local/{GCODE_NAME}", "finished"),
+    _post("disconnect", "/api/connection", {"command": "disconnect"}, "finished"),
+    _get("connection_closed", "/api/connection", "finished"),
+    _get("printer_closed", "/api/printer", "finished"),
 ]
 
 CASES: tuple[Case, ...] = (*_AUTH, *_NOT_OPERATIONAL, *_OPERATIONAL, *_JOB)

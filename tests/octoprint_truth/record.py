@@ -12,13 +12,17 @@ noticed; tests/test_octoprint_api.py diffs the gateway's answers against the fil
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from tests.octoprint_truth.cases import CASES, GCODE, GCODE_NAME, Case
 from tests.octoprint_truth.server import ADMIN_KEY, VIEWER_KEY, OctoPrintServer
@@ -144,11 +148,136 @@ class Recorder:
 
 
 def record(server: OctoPrintServer) -> dict[str, Any]:
+    cases = Recorder(server).run()
     return {
         "octoprint": server.version,
         "recorded_by": "tests/octoprint_truth/record.py",
-        "cases": Recorder(server).run(),
+        "cases": cases,
+        "socket": record_socket(server),
     }
+
+
+#: The push socket's events Hydrogen carries (from its printer state, jobs and uploads).
+SOCKET_EVENTS = (
+    "Connected",
+    "Disconnected",
+    "Upload",
+    "PrintStarted",
+    "PrintPaused",
+    "PrintResumed",
+    "PrintCancelled",
+    "PrintFailed",
+    "PrintDone",
+)
+#: Objects of the socket's messages whose keys are data (heater names).
+SOCKET_MAPS = ("offsets",)
+#: A file that prints at once, for PrintDone.
+QUICK_GCODE = b"G28\nG1 X5 Y5 F3000\n"
+
+
+class SocketTap:
+    """The push socket (``/sockjs/websocket``, raw WebSocket) read on a thread of its
+    own, so the recorder's blocking requests can go on beside it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._messages: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ws: Any = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("the push socket did not open")
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._read())
+
+    async def _read(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(self.url) as ws:
+                self._ws = ws
+                self._ready.set()
+                async for message in ws:
+                    if message.type is aiohttp.WSMsgType.TEXT:
+                        with self._lock:
+                            self._messages.append(json.loads(message.data))
+
+    def messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._messages)
+
+    def first(self, kind: str, where: Callable[[Any], bool] = lambda _: True) -> Any:
+        return next((m[kind] for m in self.messages() if kind in m and where(m[kind])), None)
+
+    def event(self, kind: str) -> Any:
+        return self.first("event", lambda e: e["type"] == kind)
+
+    def send(self, message: dict[str, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(self._ws.send_json(message), self._loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._ws.close(), self._loop).result(10)
+        self._thread.join(10)
+
+
+def record_socket(server: OctoPrintServer) -> dict[str, Any]:
+    """``connected``, then ``auth`` with a passive login's session, ``history``,
+    ``current`` while printing, and the payload of each of :data:`SOCKET_EVENTS`."""
+    op = server
+    tap = SocketTap(op.url.replace("http", "ws", 1) + "/sockjs/websocket")
+    try:
+        wait_until("connected", lambda: tap.first("connected") is not None)
+        _, user = op.request("POST", "/api/login", {"passive": True})
+        tap.send({"auth": f"{user['name']}:{user['session']}"})
+        wait_until("history", lambda: tap.first("history") is not None)
+        op.request("POST", "/api/connection", {"command": "connect", "port": "VIRTUAL"})
+        wait_until("Connected", lambda: tap.event("Connected") is not None)
+        wait_until(
+            "Operational", lambda: op.request("GET", "/api/job")[1]["state"] == "Operational"
+        )
+        op.request("POST", "/api/connection", {"command": "disconnect"})
+        wait_until("Disconnected", lambda: tap.event("Disconnected") is not None)
+        op.request("POST", "/api/connection", {"command": "connect", "port": "VIRTUAL"})
+        wait_until(
+            "Operational", lambda: op.request("GET", "/api/job")[1]["state"] == "Operational"
+        )
+        raw, content_type = multipart("socket.gcode", GCODE)
+        op.request("POST", "/api/files/local", raw=raw, headers={"Content-Type": content_type})
+        wait_until("Upload", lambda: tap.event("Upload") is not None)
+        op.request("POST", "/api/files/local/socket.gcode", {"command": "select", "print": True})
+
+        def printing_with_temperatures(current: Any) -> bool:
+            temps = current["temps"]
+            return current["state"]["text"] == "Printing" and any("tool0" in t for t in temps)
+
+        wait_until(
+            "current while printing", lambda: tap.first("current", printing_with_temperatures)
+        )
+        for body, event in [
+            ({"command": "pause", "action": "pause"}, "PrintPaused"),
+            ({"command": "pause", "action": "resume"}, "PrintResumed"),
+            ({"command": "cancel"}, "PrintFailed"),
+        ]:
+            op.request("POST", "/api/job", body)
+            wait_until(event, lambda event=event: tap.event(event) is not None)
+        wait_until(
+            "Operational", lambda: op.request("GET", "/api/job")[1]["state"] == "Operational"
+        )
+        raw, content_type = multipart("quick.gcode", QUICK_GCODE)
+        op.request("POST", "/api/files/local", raw=raw, headers={"Content-Type": content_type})
+        op.request("POST", "/api/files/local/quick.gcode", {"command": "select", "print": True})
+        wait_until("PrintDone", lambda: tap.event("PrintDone") is not None)
+        answer = {
+            "connected": shape(tap.first("connected")),
+            "history": shape(tap.first("history"), SOCKET_MAPS),
+            "current": shape(tap.first("current", printing_with_temperatures), SOCKET_MAPS),
+            "events": {kind: shape(tap.event(kind)["payload"]) for kind in SOCKET_EVENTS},
+        }
+    finally:
+        tap.close()
+    return answer
 
 
 def dump(truth: dict[str, Any]) -> str:

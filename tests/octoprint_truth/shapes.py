@@ -13,7 +13,9 @@ given as ``maps`` ("profiles", "temps.*") name them.
 
 :func:`diff` lists what differs. ``"null"`` matches any type on either side: OctoPrint
 answers ``null`` for any value it does not know yet (no job: ``"size": null``), so a
-type is only compared where both sides know a value.
+type is only compared where both sides know a value, and a member that is ``null`` on one
+side may be absent on the other (OctoPrint itself leaves out or nulls the same member
+depending on the printer's state: ``job.file.display`` before and after a print).
 """
 
 from __future__ import annotations
@@ -85,10 +87,11 @@ def diff(truth: Shape, ours: Shape, *, subset: bool = False, _path: str = "$") -
         for key in sorted(truth.keys() | ours.keys()):
             where = f"{_path}.{key}"
             if key not in ours:
-                if not subset:
+                if not subset and truth[key] != "null":
                     lines.append(f"{where}: missing (OctoPrint has {_brief(truth[key])})")
             elif key not in truth:
-                lines.append(f"{where}: not in OctoPrint's answer")
+                if ours[key] != "null":
+                    lines.append(f"{where}: not in OctoPrint's answer")
             else:
                 lines.extend(diff(truth[key], ours[key], subset=subset, _path=where))
         return lines
