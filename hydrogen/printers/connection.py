@@ -59,6 +59,8 @@ class PrinterConnection:
     _reconnect_now: asyncio.Event
     _reconnect_requested: bool
     _stopping: bool
+    #: Set by :meth:`disconnect`: the link stays closed until :meth:`reconnect`.
+    _held: bool = False
     _banner_seen: asyncio.Event
     _line_seen: asyncio.Event
     _last_rx: float
@@ -86,8 +88,17 @@ class PrinterConnection:
             self._task = None
         self._set_state(PrinterState.DISCONNECTED, "gateway stopped")
 
+    def disconnect(self) -> None:
+        """Close the link and keep it closed until :meth:`reconnect` (an operator's
+        explicit disconnect). What was in flight fails as on any lost link."""
+        self._held = True
+        if self._link_lost is not None and not self._link_lost.done():
+            self._link_lost.set_result("disconnected on request")
+        self._reconnect_now.set()
+
     def reconnect(self) -> None:
         """Drop the link and open it again now (after a halt, or to retry at once)."""
+        self._held = False
         if self._task is not None and not self._task.done() and not self._stopping:
             # also while a lost session is still winding down: the loop must go round
             # again even with auto-reconnect off
@@ -104,6 +115,11 @@ class PrinterConnection:
         first = True
         last_failure: str | None = None
         while not self._stopping:
+            if self._held:
+                self._set_state(PrinterState.DISCONNECTED, "disconnected on request")
+                self._reconnect_now.clear()
+                await self._reconnect_now.wait()
+                continue
             self._set_state(PrinterState.CONNECTING, f"opening {self.config.device}")
             try:
                 async with asyncio.timeout(10):
@@ -124,6 +140,9 @@ class PrinterConnection:
                     return
                 await self._backoff(delay)
                 delay = min(delay * 2, self.config.reconnect_max_delay)
+                continue
+            if self._held:  # disconnected while the port was opening
+                transport.close()
                 continue
             if not first:
                 self.stats.reconnects += 1

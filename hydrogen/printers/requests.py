@@ -73,6 +73,11 @@ def printer_requests(manager: PrinterManager) -> tuple[Definition, ...]:
         found.reconnect()
         return {"printer": found.name, "reconnect": "requested"}
 
+    async def disconnect(call: Call) -> dict[str, Any]:
+        found = manager.get(call["printer"], call.identity)
+        found.disconnect()
+        return {"printer": found.name, "disconnect": "requested"}
+
     return (
         Definition(
             "printers",
@@ -130,6 +135,16 @@ def printer_requests(manager: PrinterManager) -> tuple[Definition, ...]:
             reply="printer_reconnecting",
             http=(HttpRoute("POST", "/api/printers/{printer}/reconnect", status=202),),
             summary="open the printer's link again (after an emergency stop or a halt)",
+        ),
+        Definition(
+            "printer_disconnect",
+            disconnect,
+            role=Role.CONTROL,
+            params=(_PRINTER,),
+            printer="printer",
+            reply="printer_disconnecting",
+            http=(HttpRoute("POST", "/api/printers/{printer}/disconnect", status=202),),
+            summary="close the printer's link and keep it closed until printer_reconnect",
         ),
     )
 
