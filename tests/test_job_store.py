@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -247,7 +248,48 @@ async def test_as_dict(store: JobStore) -> None:
         "lines_sent": 500,
         "total_lines": 500,
         "duration_seconds": 1.5,
+        "started_by": None,
+        "cancelled_by": None,
     }
+
+
+async def test_who_started_and_who_cancelled_are_kept(store: JobStore) -> None:
+    await store.start(dataclasses.replace(job("a"), started_by="alice"))
+    await store.finish("a", outcome="cancelled", lines_sent=3, cancelled_by="bob")
+    (record,) = await store.history()
+    assert (record.started_by, record.cancelled_by) == ("alice", "bob")
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """A history written before 'who started / who cancelled' opens with its jobs intact."""
+    path = tmp_path / "jobs.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, printer TEXT NOT NULL, file TEXT NOT NULL,
+            started_at REAL NOT NULL, ended_at REAL, outcome TEXT NOT NULL, reason TEXT,
+            lines_sent INTEGER NOT NULL DEFAULT 0, total_lines INTEGER NOT NULL DEFAULT 0,
+            duration_seconds REAL, updated_at REAL NOT NULL);
+        INSERT INTO jobs VALUES ('old', 'mk3', 'a.gcode', 1, 2, 'completed', NULL, 5, 5, 1, 2);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    s = JobStore(path)
+    await s.open()
+    (old,) = await s.history()
+    assert (old.id, old.outcome, old.started_by, old.cancelled_by) == (
+        "old",
+        "completed",
+        None,
+        None,
+    )
+    await s.start(dataclasses.replace(job("new", started_at=3.0), started_by="carol"))
+    assert (await s.get("new")).started_by == "carol"
+    await s.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
 
 
 # ---------------------------------------------------------------------------------------

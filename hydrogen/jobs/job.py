@@ -68,6 +68,10 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     paused_seconds: float = 0.0
+    #: Who started it and who cancelled it: identity names, never a key (None: not known,
+    #: or not cancelled). A firmware's own cancel is "printer".
+    started_by: str | None = None
+    cancelled_by: str | None = None
     _paused_at: float | None = None
 
     @property
@@ -121,6 +125,8 @@ class Job:
             "estimated_seconds": self.metadata.estimated_seconds,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            "started_by": self.started_by,
+            "cancelled_by": self.cancelled_by,
             "queue": queue,
         }
 

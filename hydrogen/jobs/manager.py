@@ -100,6 +100,8 @@ class JobManager:
             lines_sent=record.lines_sent,
             started_at=record.started_at,
             ended_at=record.ended_at,
+            started_by=record.started_by,
+            cancelled_by=record.cancelled_by,
         )
         if record.ended_at is not None and record.duration_seconds is not None:
             job.paused_seconds = max(
@@ -133,7 +135,8 @@ class JobManager:
                 return FileInUse(f"{name} is queued on {printer}", printer)
         return None
 
-    async def start_job(self, printer_name: str, file: str) -> Job:
+    async def start_job(self, printer_name: str, file: str, *, by: str | None = None) -> Job:
+        """Start (or queue) ``file`` on the printer; ``by`` names who asked (the history)."""
         printer = self.printers.get(printer_name)
         # The file is held open while its lines are checked, then verified to be still
         # the one under its name (a delete or re-upload meanwhile: 404 or 409); with
@@ -145,7 +148,13 @@ class JobManager:
             if problem:
                 raise JobError(f"{stored.name} cannot be printed: {problem}")
             self.files.verify(stored)
-        job = Job(printer=printer.name, file=stored.name, path=path, metadata=stored.metadata)
+        job = Job(
+            printer=printer.name,
+            file=stored.name,
+            path=path,
+            metadata=stored.metadata,
+            started_by=by,
+        )
         # From here to the launch nothing awaits: two requests cannot both see an idle printer.
         if printer.name in self.runners:
             queue = self.queues[printer.name]
@@ -193,7 +202,8 @@ class JobManager:
             raise JobError(f"no job is running on {printer.name}")
         return runner
 
-    def cancel(self, printer_name: str, job_id: str | None = None) -> Job:
+    def cancel(self, printer_name: str, job_id: str | None = None, *, by: str | None = None) -> Job:
+        """Cancel the running job, or remove a queued one; ``by`` names who asked."""
         printer = self.printers.get(printer_name)
         queue = self.queues[printer.name]
         if job_id is not None:
@@ -202,11 +212,14 @@ class JobManager:
                     queue.remove(job)
                     job.state = JobState.CANCELLED
                     job.reason = "removed from the queue"
+                    job.cancelled_by = by
                     self._publish(printer.name, force=True)
                     return job
         runner = self.runner(printer.name)
         if job_id is not None and runner.job.id != job_id:
             raise JobError(f"no job {job_id!r} on {printer.name}")
+        if runner.job.cancelled_by is None and not runner.job.state.finished:
+            runner.job.cancelled_by = by  # the first to ask (a second cancel is a no-op)
         runner.cancel()
         return runner.job
 
@@ -234,6 +247,7 @@ class JobManager:
                 reason=job.reason,
                 lines_sent=job.lines_sent,
                 ended_at=job.ended_at or time.time(),
+                cancelled_by=job.cancelled_by if outcome == "cancelled" else None,
             )
         except Exception:
             log.exception("job %s: could not record the outcome", job.id)
@@ -278,6 +292,8 @@ class JobManager:
             elif action == "resume":
                 await runner.resume()
             else:
+                if runner.job.cancelled_by is None:
+                    runner.job.cancelled_by = "printer"  # its own screen or a sensor
                 runner.cancel()
         except JobError as exc:
             log.info("printer %s asked to %s the job: %s", printer.name, action, exc)
@@ -349,4 +365,5 @@ class JobManager:
             lines_sent=0,
             total_lines=job.total_lines,
             duration_seconds=None,
+            started_by=job.started_by,
         )

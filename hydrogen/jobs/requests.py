@@ -45,6 +45,11 @@ def file_error(exc: FileError) -> ProtocolError:
     return ProtocolError(code, exc.message, exc.details)
 
 
+def _who(call: Call) -> str | None:
+    """Who asked, as the job history shows it: the identity's name (never its key)."""
+    return call.identity.name or None
+
+
 def _job_topic(payload: dict[str, Any]) -> str:
     return f"printer/{payload['printer']}/job"
 
@@ -68,7 +73,7 @@ def job_requests(manager: JobManager) -> tuple[Definition, ...]:
     async def start(call: Call) -> dict[str, Any]:
         name = printers.get(call["printer"], call.identity).name
         with protocol_errors():
-            started = await manager.start_job(name, call["file"])
+            started = await manager.start_job(name, call["file"], by=_who(call))
         return started.payload(manager.queue(name))
 
     async def pause(call: Call) -> dict[str, Any]:
@@ -86,7 +91,7 @@ def job_requests(manager: JobManager) -> tuple[Definition, ...]:
     async def cancel(call: Call) -> dict[str, Any]:
         name = printers.get(call["printer"], call.identity).name
         with protocol_errors():
-            cancelled = manager.cancel(name, call.get("job_id"))
+            cancelled = manager.cancel(name, call.get("job_id"), by=_who(call))
         return cancelled.payload(manager.queue(name))
 
     control = {"role": Role.CONTROL, "printer": "printer", "reply": "job", "topic": _job_topic}

@@ -18,7 +18,8 @@ Why it is built this way:
   :meth:`JobStore.progress` write is what lets such a record tell how far the
   job got and roughly when it stopped.
 * The schema carries a version (``PRAGMA user_version``); a database written by
-  a newer gateway is refused instead of being misread.
+  a newer gateway is refused instead of being misread, an older one is migrated
+  in the same transaction that opens it (1 -> 2: who started and who cancelled).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ __all__ = [
 OUTCOMES = frozenset({"running", "completed", "failed", "cancelled"})
 FINAL_OUTCOMES = OUTCOMES - {"running"}
 CRASH_REASON = "gateway stopped while the job was running"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: How long a write waits for a lock held by another process (a backup, sqlite3 CLI).
 BUSY_TIMEOUT_MS = 10_000
 
@@ -65,15 +66,25 @@ CREATE TABLE jobs (
     total_lines      INTEGER NOT NULL DEFAULT 0,
     duration_seconds REAL,
     -- last sign of life (start or progress): the end time of a job cut short by a crash
-    updated_at       REAL NOT NULL
+    updated_at       REAL NOT NULL,
+    started_by       TEXT,
+    cancelled_by     TEXT
 );
 CREATE INDEX jobs_by_start ON jobs (started_at);
 CREATE INDEX jobs_by_printer ON jobs (printer, started_at);
 """
 
+#: Each upgrade from version N - 1 to N, applied in order to an older database.
+_MIGRATIONS = {
+    2: (
+        "ALTER TABLE jobs ADD COLUMN started_by TEXT",
+        "ALTER TABLE jobs ADD COLUMN cancelled_by TEXT",
+    ),
+}
+
 _COLUMNS = (
     "id, printer, file, started_at, ended_at, outcome, reason, lines_sent, total_lines,"
-    " duration_seconds"
+    " duration_seconds, started_by, cancelled_by"
 )
 
 
@@ -92,6 +103,9 @@ class JobRecord:
     lines_sent: int = 0
     total_lines: int = 0
     duration_seconds: float | None = None
+    #: identity names (never a key); None when not known or not cancelled
+    started_by: str | None = None
+    cancelled_by: str | None = None
 
     def __post_init__(self) -> None:
         _check_outcome(self.outcome, OUTCOMES)
@@ -179,6 +193,10 @@ class JobStore:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for upgrade in range(version + 1, SCHEMA_VERSION + 1) if version else ():
+                for statement in _MIGRATIONS[upgrade]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {upgrade}")
             crashed = [
                 _record(row)
                 for row in conn.execute(
@@ -228,7 +246,7 @@ class JobStore:
         try:
             self._db().execute(
                 "INSERT INTO jobs (id, printer, file, started_at, outcome, lines_sent,"
-                " total_lines, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+                " total_lines, updated_at, started_by) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
                 (
                     record.id,
                     record.printer,
@@ -237,6 +255,7 @@ class JobStore:
                     record.lines_sent,
                     record.total_lines,
                     max(record.started_at, time.time()),
+                    record.started_by,
                 ),
             )
         except sqlite3.IntegrityError as exc:
@@ -250,6 +269,7 @@ class JobStore:
         reason: str | None = None,
         lines_sent: int,
         ended_at: float | None = None,
+        cancelled_by: str | None = None,
     ) -> JobRecord:
         """Record how a job ended and return the stored record.
 
@@ -261,19 +281,27 @@ class JobStore:
         _check_outcome(outcome, FINAL_OUTCOMES)
         _check_count("lines_sent", lines_sent)
         ended = time.time() if ended_at is None else float(ended_at)
-        return await self._run(self._finish_sync, job_id, outcome, reason, lines_sent, ended)
+        return await self._run(
+            self._finish_sync, job_id, outcome, reason, lines_sent, ended, cancelled_by
+        )
 
     def _finish_sync(
-        self, job_id: str, outcome: str, reason: str | None, lines_sent: int, ended_at: float
+        self,
+        job_id: str,
+        outcome: str,
+        reason: str | None,
+        lines_sent: int,
+        ended_at: float,
+        cancelled_by: str | None,
     ) -> JobRecord:
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
                 "UPDATE jobs SET outcome = ?, reason = ?, lines_sent = ?, ended_at = ?,"
-                " duration_seconds = max(0.0, ? - started_at), updated_at = ?"
+                " duration_seconds = max(0.0, ? - started_at), updated_at = ?, cancelled_by = ?"
                 " WHERE id = ? AND outcome = 'running'",
-                (outcome, reason, lines_sent, ended_at, ended_at, ended_at, job_id),
+                (outcome, reason, lines_sent, ended_at, ended_at, ended_at, cancelled_by, job_id),
             )
             record = self._get(job_id)
             conn.execute("COMMIT")
