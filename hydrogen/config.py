@@ -27,6 +27,7 @@ from hydrogen.protocol import Role
 
 __all__ = [
     "ApiKey",
+    "AuditConfig",
     "AuthConfig",
     "Config",
     "ConfigError",
@@ -239,6 +240,20 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    #: Audit records kept (``audit.sqlite3`` in the state dir); the oldest go first.
+    max_rows: int = 100_000
+
+    def validate(self, path: str) -> None:
+        _check(
+            100 <= self.max_rows <= 100_000_000,
+            f"{path}.max_rows",
+            "must be 100..100000000",
+            self.max_rows,
+        )
+
+
+@dataclass(frozen=True)
 class PrinterConfig:
     name: str
     #: A serial device path, or the word ``simulator`` for the built-in simulated printer.
@@ -298,6 +313,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     jobs: JobsConfig = JobsConfig()
+    audit: AuditConfig = AuditConfig()
     auth: AuthConfig = AuthConfig()
     keys: tuple[ApiKey, ...] = ()
     printers: tuple[PrinterConfig, ...] = ()
@@ -364,6 +380,7 @@ _SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "log": LogConfig,
     "jobs": JobsConfig,
+    "audit": AuditConfig,
     "auth": AuthConfig,
 }
 

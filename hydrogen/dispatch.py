@@ -140,6 +140,8 @@ class Dispatcher:
                 session.identity,
                 session=session,
                 request_id=request.id,
+                transport="websocket",
+                remote=session.remote or None,
             )
         except ProtocolError as exc:
             if exc.request_id is None:

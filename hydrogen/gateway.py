@@ -21,9 +21,10 @@ from hydrogen.api.definition import Connection
 from hydrogen.config import Config
 from hydrogen.dispatch import Dispatcher, Session
 from hydrogen.host import HostSampler, HostSnapshot
-from hydrogen.hub import MAX_PATTERNS, Hub
+from hydrogen.hub import MAX_PATTERNS, Hub, Subscriber
 from hydrogen.identity import Identity
-from hydrogen.protocol import ErrorCode, ProtocolError
+from hydrogen.protocol import ErrorCode, ProtocolError, Role
+from hydrogen.scope import is_audit_topic, narrow_notification, narrow_status, topic_filter
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,21 @@ class Gateway:
     def add_status_contributor(self, contributor: StatusContributor) -> None:
         self._contributors.append(contributor)
 
-    def add_service(self, service: Service) -> None:
-        """Something started after the core and stopped before it (printers, jobs)."""
-        self._services.append(service)
+    def add_service(self, service: Service, *, first: bool = False) -> None:
+        """Something started after the core and stopped before it (printers, jobs).
+
+        ``first``: started before the others and stopped after them (the audit trail
+        records what the others do while they start and stop).
+        """
+        if first:
+            self._services.insert(0, service)
+        else:
+            self._services.append(service)
+
+    def attach(self, identity: Identity) -> Subscriber:
+        """A hub subscriber for a connection of ``identity``: it receives only the topics
+        and the parts of frames that identity may see (:mod:`hydrogen.scope`)."""
+        return self.hub.attach(topic_filter=topic_filter(identity), scope=identity.printers)
 
     def notify(self, level: str, event: str, message: str, **details: Any) -> None:
         """Publish a gateway-wide notification (printer connected, thermal error, ...)."""
@@ -105,6 +118,7 @@ class Gateway:
                     "time": protocol.utc_iso(time.time()),
                 },
             ),
+            narrow=narrow_notification,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -169,10 +183,11 @@ class Gateway:
         return snapshot
 
     def publish_status(self) -> None:
-        self.hub.publish(STATUS_TOPIC, self.status_frame(), coalesce=True)
+        # Scoped subscribers get a copy with only their printers; the rest share one text.
+        self.hub.publish(STATUS_TOPIC, self.status_frame(), coalesce=True, narrow=narrow_status)
 
-    def status_frame(self) -> dict[str, Any]:
-        return protocol.push(protocol.Push.STATUS, STATUS_TOPIC, self.status_payload())
+    def status_frame(self, identity: Identity | None = None) -> dict[str, Any]:
+        return protocol.push(protocol.Push.STATUS, STATUS_TOPIC, self.status_payload(identity))
 
     def status_payload(self, identity: Identity | None = None) -> dict[str, Any]:
         """The status as plain data; ``identity`` narrows the printer parts to its scope."""
@@ -194,6 +209,8 @@ class Gateway:
         for contributor in self._contributors:
             name, value = contributor()
             payload[name] = value
+        if identity is not None and identity.printers is not None:
+            payload = narrow_status(payload, identity.printers)
         return payload
 
     # -- core requests ---------------------------------------------------------------
@@ -234,6 +251,13 @@ class Gateway:
     async def _on_subscribe(self, call: Call) -> None:
         session = _session(call)
         topics = protocol.topic_list(call.get("topics"))
+        if call.identity.role < Role.ADMIN and any(is_audit_topic(t) for t in topics):
+            # (a wildcard like '#' is accepted: the hub leaves the audit topic out of it)
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "the audit topic needs the admin role",
+                {"required_role": Role.ADMIN.label, "role": call.identity.role.label},
+            )
         if len(session.subscriber.patterns.union(topics)) > MAX_PATTERNS:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,
@@ -271,6 +295,10 @@ class Gateway:
                 "protocol": protocol.SUBPROTOCOL,
                 "protocol_version": protocol.PROTOCOL_VERSION,
                 "role": session.role.label,
+                "name": session.identity.name,
+                "printers": None
+                if session.identity.printers is None
+                else sorted(session.identity.printers),
                 "subscriptions": sorted(session.subscriber.patterns),
                 "features": self.dispatcher.features(session.role),
                 "limits": {

@@ -17,6 +17,12 @@ Why it looks like this:
   value rather than a backlog of stale ones.
 * Latest-value topics may also be *retained*: a new subscriber receives the
   last frame at once, so a dashboard does not wait for the next change.
+* A subscriber may be *scoped* (an identity that may see only some printers):
+  its ``topic_filter`` is applied when a topic's route is built, so the cached
+  route already leaves it out and publishing costs nothing more; a frame whose
+  content must be narrowed (the status frame's printers) is encoded once per
+  distinct ``scope`` among the subscribers on its route, and unscoped
+  subscribers keep sharing the one encoded frame.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +42,11 @@ MAX_REPLY_BYTES = 8 * 1024 * 1024
 #: Subscription patterns per connection; each one costs routing time on every publish.
 MAX_PATTERNS = 256
 
-__all__ = ["Hub", "HubStats", "Subscriber", "SubscriberOverflow", "topic_matches"]
+__all__ = ["Hub", "HubStats", "Narrow", "Subscriber", "SubscriberOverflow", "topic_matches"]
+
+#: A scoped copy of a frame for subscribers of one ``scope``, or None when they
+#: must not get it at all (a notification about a printer outside the scope).
+Narrow = Callable[[Mapping[str, Any], Any], Mapping[str, Any] | None]
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
@@ -97,10 +107,24 @@ class Subscriber:
     without it accepting a single one in between is considered gone.
     """
 
-    def __init__(self, hub: Hub, client_id: str, *, queue_limit: int, drop_limit: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        client_id: str,
+        *,
+        queue_limit: int,
+        drop_limit: int,
+        topic_filter: Callable[[str], bool] | None = None,
+        scope: Hashable | None = None,
+    ) -> None:
         self._hub = hub
         self.client_id = client_id
         self.patterns: set[str] = set()
+        #: Topics this subscriber may receive at all, whatever its patterns (None: all).
+        self.topic_filter = topic_filter
+        #: What narrowed frames are made for (None: the full frame); subscribers with
+        #: equal scopes share one narrowed copy.
+        self.scope = scope
         self._queue: deque[str | _Slot | _Reply] = deque()
         self._slots: dict[str, _Slot] = {}
         self._events_queued = 0
@@ -121,6 +145,10 @@ class Subscriber:
         self.direct: Callable[[str], bool] | None = None
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+
+    def allows(self, topic: str) -> bool:
+        """May this subscriber receive frames published on ``topic``?"""
+        return self.topic_filter is None or self.topic_filter(topic)
 
     # -- producer side (never awaits) ---------------------------------------
     def _offer(self, topic: str, text: str, coalesce: bool) -> bool:
@@ -252,7 +280,8 @@ class Hub:
 
     def __init__(self, *, queue_limit: int = 256, drop_limit: int = 1024) -> None:
         self._subscribers: set[Subscriber] = set()
-        self._route_cache: dict[str, tuple[Subscriber, ...]] = {}
+        #: topic -> (every subscriber it goes to, the scoped ones among them)
+        self._route_cache: dict[str, tuple[tuple[Subscriber, ...], tuple[Subscriber, ...]]] = {}
         self._retained: dict[str, str] = {}
         self._queue_limit = queue_limit
         self._drop_limit = drop_limit
@@ -264,12 +293,20 @@ class Hub:
     def subscribers(self) -> frozenset[Subscriber]:
         return frozenset(self._subscribers)
 
-    def attach(self, client_id: str | None = None) -> Subscriber:
+    def attach(
+        self,
+        client_id: str | None = None,
+        *,
+        topic_filter: Callable[[str], bool] | None = None,
+        scope: Hashable | None = None,
+    ) -> Subscriber:
         subscriber = Subscriber(
             self,
             client_id or f"c{next(self._ids)}",
             queue_limit=self._queue_limit,
             drop_limit=self._drop_limit,
+            topic_filter=topic_filter,
+            scope=scope,
         )
         self._subscribers.add(subscriber)
         return subscriber
@@ -294,7 +331,7 @@ class Hub:
             subscriber.patterns.update(added)
             self._route_cache.clear()
             for topic, text in self._retained.items():
-                if any(topic_matches(p, topic) for p in added):
+                if any(topic_matches(p, topic) for p in added) and subscriber.allows(topic):
                     subscriber._offer(topic, text, coalesce=True)
             for hook in self._subscribe_hooks:
                 hook(subscriber, added)
@@ -307,16 +344,22 @@ class Hub:
             self._route_cache.clear()
         return sorted(subscriber.patterns)
 
-    def _route(self, topic: str) -> tuple[Subscriber, ...]:
-        route = self._route_cache.get(topic)
-        if route is None:
+    def _routes(self, topic: str) -> tuple[tuple[Subscriber, ...], tuple[Subscriber, ...]]:
+        routes = self._route_cache.get(topic)
+        if routes is None:
             route = tuple(
-                s for s in self._subscribers if any(topic_matches(p, topic) for p in s.patterns)
+                s
+                for s in self._subscribers
+                if any(topic_matches(p, topic) for p in s.patterns) and s.allows(topic)
             )
+            routes = (route, tuple(s for s in route if s.scope is not None))
             if len(self._route_cache) > 4096:
                 self._route_cache.clear()
-            self._route_cache[topic] = route
-        return route
+            self._route_cache[topic] = routes
+        return routes
+
+    def _route(self, topic: str) -> tuple[Subscriber, ...]:
+        return self._routes(topic)[0]
 
     def has_subscribers(self, topic: str) -> bool:
         return bool(self._route(topic))
@@ -328,16 +371,49 @@ class Hub:
         *,
         coalesce: bool = False,
         retain: bool = False,
+        narrow: Narrow | None = None,
     ) -> int:
         """Encode ``frame`` once and queue it for every matching subscriber.
 
-        Returns the number of subscribers it was queued for. Never awaits.
+        With ``narrow``, a scoped subscriber gets ``narrow(frame, its scope)`` instead
+        (encoded once per scope), or nothing when that is None. Returns the number of
+        subscribers it was queued for. Never awaits.
         """
-        route = self._route(topic)
+        route, scoped = self._routes(topic)
         if not route and not retain:
             return 0
         text = encode(frame)
-        return self.publish_text(topic, text, coalesce=coalesce, retain=retain, _route=route)
+        if narrow is None or not scoped:
+            return self.publish_text(topic, text, coalesce=coalesce, retain=retain, _route=route)
+        if retain:
+            raise ValueError("a narrowed topic cannot be retained (one text per topic)")
+        return self._publish_narrowed(topic, frame, text, route, narrow, coalesce)
+
+    def _publish_narrowed(
+        self,
+        topic: str,
+        frame: Mapping[str, Any],
+        text: str,
+        route: tuple[Subscriber, ...],
+        narrow: Narrow,
+        coalesce: bool,
+    ) -> int:
+        self.stats.published += 1
+        texts: dict[Hashable, str | None] = {}
+        delivered = 0
+        for subscriber in route:
+            scope = subscriber.scope
+            if scope is None:
+                own: str | None = text
+            elif scope in texts:
+                own = texts[scope]
+            else:
+                narrowed = narrow(frame, scope)
+                own = texts[scope] = None if narrowed is None else encode(narrowed)
+            if own is not None and subscriber._offer(topic, own, coalesce):
+                delivered += 1
+        self.stats.queued += delivered
+        return delivered
 
     def publish_text(
         self,

@@ -135,6 +135,10 @@ class Call:
     #: Everything the request carried, declared or not (echoed by ``ping``; a
     #: handler reads its declared members from ``params``).
     members: Mapping[str, Any] = field(default_factory=dict)
+    #: How it arrived ("websocket", "http", "octoprint", ...; "" when the caller did
+    #: not say) and from which address, for the audit trail.
+    transport: str = ""
+    remote: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return self.params[name]

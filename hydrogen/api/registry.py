@@ -70,6 +70,8 @@ class Api:
         session: Connection | None = None,
         request_id: RequestId | None = None,
         from_text: bool = False,
+        transport: str = "",
+        remote: str | None = None,
     ) -> Payload | None:
         """Authorise, validate and run one request; raise :class:`ProtocolError` when refused."""
         definition = name if isinstance(name, Definition) else self._definitions.get(name)
@@ -82,6 +84,8 @@ class Api:
             session=session,
             request_id=request_id,
             members=members,
+            transport=transport,
+            remote=remote,
         )
         try:
             self.authorize(definition, identity)

@@ -93,8 +93,13 @@ class PrinterManager:
         return "printers", [p.summary() for p in self.printers.values()]
 
     def _on_subscribe(self, subscriber: Subscriber, patterns: list[str]) -> None:
-        """A new temperature subscriber gets the history first, so its chart starts full."""
+        """A new temperature subscriber gets the history first, so its chart starts full
+        (only of the printers its identity may see)."""
         for printer in self.printers.values():
             topic = printer.topic("temperature")
-            if any(topic_matches(p, topic) for p in patterns) and len(printer.history):
+            if (
+                any(topic_matches(p, topic) for p in patterns)
+                and subscriber.allows(topic)
+                and len(printer.history)
+            ):
                 subscriber.push_frame(printer.history_frame())

@@ -12,15 +12,17 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from hydrogen import __version__
+from hydrogen.audit import AuditTrail, audit_requests
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.manager import JobManager
 from hydrogen.jobs.requests import file_requests, job_requests
 from hydrogen.metrics.registry import build_registry
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.printers.requests import printer_requests
-from hydrogen.protocol import Role
+from hydrogen.protocol import ErrorCode, Role
 from hydrogen.server import auth, dashboard, http_api, jobs_api
-from hydrogen.server.errors import error_middleware
+from hydrogen.server.audit_edge import AUDIT
+from hydrogen.server.errors import ErrorResponse, error_middleware, json_error
 from hydrogen.server.gate import (
     GATE,
     ConnectionGate,
@@ -60,7 +62,18 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     if not gateway.config.metrics.public:
-        auth.require(request, Role.MONITOR)
+        identity = auth.require(request, Role.MONITOR)
+        if identity.printers is not None:
+            # Every printer is a label in the scrape: a scoped identity would learn of
+            # the others. Scrapers use an unscoped key (docs/protocol.md, scoping).
+            raise ErrorResponse(
+                json_error(
+                    403,
+                    ErrorCode.FORBIDDEN,
+                    "the metrics name every printer; a key scoped to printers may not read them",
+                    {"printers": sorted(identity.printers)},
+                )
+            )
     encoder, content_type = choose_encoder(request.headers.get("Accept"))
     body = encoder(request.app[REGISTRY])
     headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
@@ -102,6 +115,9 @@ def create_app(
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/system/health", health)
+    # The audit trail first: it records what the requests defined below do.
+    app[AUDIT] = AuditTrail(gateway)
+    gateway.api.define(*audit_requests(app[AUDIT]))
     # The requests of the managers this app serves, then every transport built from them.
     credentials = auth.setup(app)  # keys, tokens and the brute-force limit, before any route
     gateway.api.define(*key_requests(credentials, [p.name for p in gateway.config.printers]))

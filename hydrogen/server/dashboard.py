@@ -35,7 +35,8 @@ import jinja2
 from aiohttp import web
 
 from hydrogen import __version__
-from hydrogen.server import session
+from hydrogen.identity import Identity
+from hydrogen.server import audit_edge, session
 from hydrogen.server.keys import GATEWAY
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,8 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if role is None:
         _record_failure(request)
         log.info("dashboard sign-in refused for %s: wrong key", request.remote)
+        # (what was typed is never recorded: it may be a near miss of a real key)
+        audit_edge.record(request, None, "sign_in", outcome="auth_failed", via="dashboard")
         return _login_error(request, 401, "That key is not valid for this gateway.")
     manager = request.app[session.SESSIONS]
     token = manager.issue(key, role)
@@ -277,7 +280,14 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         secure=session.request_scheme(request) == "https",
     )
     log.info("dashboard sign-in from %s (role %s)", request.remote, role.label)
+    _audit_sign_in(request, key, role)
     return response
+
+
+def _audit_sign_in(request: web.Request, key: str, role: Any) -> None:
+    entry = request.app[GATEWAY].config.key_for(key)
+    name = entry.name if entry is not None else ""
+    audit_edge.record(request, Identity(role, "cookie", name), "sign_in", via="dashboard")
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:

@@ -86,7 +86,14 @@ def _handler(api: Api, routes: list[tuple[Definition, HttpRoute]]) -> RouteHandl
                 )
             definition, route = found
             members = {**body, **request.query, **request.match_info}
-            payload = await api.call(definition, members, identity, from_text=True)
+            payload = await api.call(
+                definition,
+                members,
+                identity,
+                from_text=True,
+                transport="http",
+                remote=request.remote,
+            )
         except ProtocolError as exc:
             return error_response(exc)
         if route.status == 204 or payload is None:

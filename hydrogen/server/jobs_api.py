@@ -15,12 +15,13 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hydrogen import __version__
+from hydrogen.identity import Identity
 from hydrogen.jobs.files import FileError, StoredFile, Upload, safe_download_name
 from hydrogen.jobs.job import JobError, check_file
 from hydrogen.jobs.manager import JobManager
 from hydrogen.jobs.requests import file_error
 from hydrogen.protocol import ErrorCode, ProtocolError, Role
-from hydrogen.server import auth
+from hydrogen.server import audit_edge, auth
 from hydrogen.server.errors import json_error
 from hydrogen.server.http_api import error_response
 
@@ -107,15 +108,34 @@ async def _start_if_asked(request: web.Request, stored: StoredFile, fields: dict
     )
     if printer is None:
         raise JobError("no printer is configured to print on")
-    return await manager.start_job(printer, stored.name)
+    identity = request.get(_UPLOADER)
+    if identity is None:
+        return await manager.start_job(printer, stored.name)
+    # As job_start would: a printer outside the uploader's scope does not exist.
+    found = manager.printers.get(printer, identity).name
+    try:
+        job = await manager.start_job(found, stored.name, by=identity.name or None)
+    except (JobError, FileError, ProtocolError) as exc:
+        code = exc.code if isinstance(exc, ProtocolError) else "conflict"
+        audit_edge.record(request, identity, "job_start", outcome=str(code), printer=found)
+        raise
+    audit_edge.record(request, identity, "job_start", printer=found, target=stored.name)
+    return job
+
+
+#: The identity an upload came from, for the job its ``print`` field starts.
+_UPLOADER = web.RequestKey("uploader", Identity)
 
 
 async def upload(request: web.Request) -> web.Response:
-    auth.require(request, Role.CONTROL)
+    identity = auth.require(request, Role.CONTROL)
+    request[_UPLOADER] = identity
     try:
         stored, fields = await _receive_upload(request)
     except FileError as exc:
+        audit_edge.record(request, identity, "upload", outcome=str(file_error(exc).code))
         return _file_error(exc)
+    audit_edge.record(request, identity, "upload", target=stored.name)
     body: dict[str, Any] = {"file": stored.as_dict()}
     try:
         job = await _start_if_asked(request, stored, fields)

@@ -133,7 +133,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     limiter.acquire(ip)
     gateway.connections.active += 1
     gateway.connections.total += 1
-    subscriber = gateway.hub.attach()
+    subscriber = gateway.attach(identity)  # only the topics and printers it may see
     session = Session(subscriber.client_id, identity, subscriber, remote=ip)
     writer: asyncio.Task[None] | None = None
     cut: list[asyncio.Task[None]] = []  # holds the cut-off task while it runs
@@ -143,7 +143,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         session.send(gateway.welcome_frame(session) | {"subscriptions": ["status"]})
         gateway.hub.subscribe(subscriber, ["status"])
         # A fresh status (counting this connection) so a client sees data at once.
-        session.send(gateway.status_frame())
+        session.send(gateway.status_frame(identity))
         writer = asyncio.create_task(_write(ws, subscriber), name=f"ws-writer-{session.id}")
         subscriber.direct = direct_writer(request.transport)
         subscriber.on_overflow = lambda: cut.append(

@@ -1,0 +1,230 @@
+"""The audit trail in SQLite, kept off the event loop.
+
+Built like the job history (:mod:`hydrogen.jobs.store`): one worker thread owns the
+connection and runs every statement in call order; WAL with ``synchronous=NORMAL``,
+so a committed record survives the gateway being killed. Its own file
+(``audit.sqlite3`` in the state dir, mode 0600), so the audit trail's retention
+and schema never touch the job history.
+
+Appending never waits: :meth:`AuditStore.append` numbers the record on the event
+loop (the live ``audit`` topic shows the same id the query returns) and hands the
+insert to the worker. Retention is by count (``audit.max_rows``): each insert
+deletes what fell out of the window, a range delete on the primary key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydrogen.audit.record import AuditRecord
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE audit (
+    id        INTEGER PRIMARY KEY,
+    time      REAL NOT NULL,
+    identity  TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    transport TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    remote    TEXT,
+    printer   TEXT,
+    target    TEXT
+);
+CREATE INDEX audit_by_time ON audit (time);
+CREATE INDEX audit_by_identity ON audit (identity, id);
+CREATE INDEX audit_by_printer ON audit (printer, id);
+"""
+_COLUMNS = "time, identity, role, transport, action, outcome, remote, printer, target, id"
+
+
+def _record(row: tuple[Any, ...]) -> AuditRecord:
+    return AuditRecord(*row)
+
+
+class AuditStore:
+    """Create, ``await open()``, :meth:`append` and :meth:`query`, ``await close()``."""
+
+    def __init__(self, path: Path, *, max_rows: int) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be positive, not {max_rows!r}")
+        self.path = Path(path)
+        self.max_rows = max_rows
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._next_id = 1
+        self._closed = False
+        #: Inserts handed to the worker and not yet done (close waits for them).
+        self._writes: set[concurrent.futures.Future[None]] = set()
+        self.write_errors = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._executor is not None and not self._closed
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if not self.is_open:
+            raise RuntimeError("the audit store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the audit store is not open")
+        return self._conn
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._executor is not None or self._closed:
+            raise RuntimeError("an AuditStore can be opened once")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrogen-audit-db")
+        try:
+            self._next_id = await self._run(self._open_sync) + 1
+        except BaseException:
+            self._executor.submit(self._close_sync)
+            self._executor.shutdown(wait=False)
+            self._closed = True
+            raise
+
+    def _open_sync(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not self.path.exists()
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        self._conn = conn
+        if fresh:
+            os.chmod(self.path, 0o600)  # who did what is for the administrator only
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: audit schema {version} is newer than this gateway"
+                    f" understands ({SCHEMA_VERSION}); refusing to touch it"
+                )
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            last = conn.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0]
+            self._prune(last)  # a lowered audit.max_rows applies at once
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(last)
+
+    async def close(self) -> None:
+        """Wait for the appends handed over so far, then close. Safe to call twice."""
+        if self._closed or self._executor is None:
+            self._closed = True
+            return
+        try:
+            await self._run(self._close_sync)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=False)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- writes ------------------------------------------------------------------------------
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Number ``record`` and queue its insert; never waits. Returns the numbered record."""
+        if not self.is_open:
+            raise RuntimeError("the audit store is not open")
+        numbered = dataclasses.replace(record, id=self._next_id)
+        self._next_id += 1
+        assert self._executor is not None
+        future = self._executor.submit(self._append_sync, numbered)
+        self._writes.add(future)
+        future.add_done_callback(self._write_done)
+        return numbered
+
+    def _write_done(self, future: concurrent.futures.Future[None]) -> None:
+        self._writes.discard(future)
+        if future.cancelled() or future.exception() is None:
+            return
+        self.write_errors += 1
+        if self.write_errors == 1 or self.write_errors % 1000 == 0:
+            log.error("audit: could not store a record", exc_info=future.exception())
+
+    def _append_sync(self, record: AuditRecord) -> None:
+        values = dataclasses.astuple(record)
+        self._db().execute(f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * 10)})", values)
+        self._prune(record.id or 0)
+
+    def _prune(self, last_id: int) -> None:
+        self._db().execute("DELETE FROM audit WHERE id <= ?", (last_id - self.max_rows,))
+
+    # -- reads -------------------------------------------------------------------------------
+    async def query(
+        self,
+        *,
+        since: float | None = None,
+        identity: str | None = None,
+        printer: str | None = None,
+        before_id: int | None = None,
+        scope: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Records newest first. ``scope``: only records about these printers (or none)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, not {limit!r}")
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("time >= ?")
+            params.append(float(since))
+        if identity is not None:
+            where.append("identity = ?")
+            params.append(identity)
+        if printer is not None:
+            where.append("printer = ?")
+            params.append(printer)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(int(before_id))
+        if scope is not None:
+            names = sorted(scope)
+            marks = ", ".join("?" * len(names))
+            where.append(f"(printer IS NULL OR printer IN ({marks}))")
+            params.extend(names)
+        sql = f"SELECT {_COLUMNS} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return await self._run(self._select, sql, params)
+
+    def _select(self, sql: str, params: list[Any]) -> list[AuditRecord]:
+        return [_record(row) for row in self._db().execute(sql, params)]
+
+    async def count(self) -> int:
+        return await self._run(self._count_sync)
+
+    def _count_sync(self) -> int:
+        return int(self._db().execute("SELECT count(*) FROM audit").fetchone()[0])
