@@ -147,7 +147,7 @@ async def test_who_cancelled_a_job_is_in_the_trail_the_history_and_the_job(
     assert (restored["started_by"], restored["cancelled_by"]) == ("day-shift", "night-ops")
     records = await audit(again, printer="sim", identity="night-ops")
     assert [(r["action"], r["outcome"]) for r in records] == [("job_cancel", "ok")]
-    assert records[0]["id"] == cancel["id"]
+    assert records[0]["seq"] == cancel["seq"]
     await day.close()
     await admin.close()
 
@@ -218,10 +218,10 @@ async def test_audit_query_filters_and_pages(farm: Any) -> None:
     page = await client.get("/api/audit", params={"limit": "2"}, headers=h(ADMIN))
     body = await page.json()
     assert [r["target"] for r in body["records"]] == ["M105", "e.gcode"]
-    older = await audit(client, limit=2, before_id=body["next_before_id"])
+    older = await audit(client, limit=2, before=body["next_before"])
     assert [r["target"] for r in older] == ["d.gcode", "c.gcode"]
     last = await client.get("/api/audit", params={"limit": "100"}, headers=h(ADMIN))
-    assert (await last.json())["next_before_id"] is None
+    assert (await last.json())["next_before"] is None
 
 
 @pytest.mark.parametrize(
@@ -232,8 +232,8 @@ async def test_audit_query_filters_and_pages(farm: Any) -> None:
         ({"since": "1e300"}, "since"),
         ({"since": "-5"}, "since"),
         ({"identity": "x" * 1000}, "identity"),
-        ({"before_id": "0"}, "before_id"),
-        ({"before_id": "abc"}, "before_id"),
+        ({"before": "0"}, "before"),
+        ({"before": "abc"}, "before"),
         ({"limit": "many"}, "limit"),
     ],
 )
@@ -294,7 +294,7 @@ async def test_the_live_audit_topic_reaches_admins_only(farm: Any) -> None:
         "live.gcode",
     )
     (stored,) = await audit(farm, identity="night-ops")
-    assert stored["id"] == frame["id"]
+    assert stored["seq"] == frame["seq"]
     # The audit frame was published before the upload was answered, so anything the
     # hub queued for this client comes before the reply to a ping sent now.
     await nosy.send_json({"type": "ping", "id": "barrier"})
@@ -317,10 +317,10 @@ async def test_retention_keeps_the_newest_records(tmp_path: Path) -> None:
     await store.close()
     smaller = AuditStore(tmp_path / "audit.sqlite3", max_rows=2)  # audit.max_rows lowered
     await smaller.open()
-    assert [r.id for r in await smaller.query(limit=100)] == [12, 11]
+    assert [r.seq for r in await smaller.query(limit=100)] == [12, 11]
     numbered = smaller.append(AuditRecord(time=99.0, identity="x", role="admin",
                                           transport="cli", action="key_add"))  # fmt: skip
-    assert numbered.id == 13  # ids go on from the stored ones: a page never repeats
+    assert numbered.seq == 13  # ids go on from the stored ones: a page never repeats
     assert await smaller.count() == 2
     await smaller.close()
 

@@ -41,8 +41,9 @@ class AuditRecord:
     printer: str | None = None
     #: what the action named besides the printer: a file, a job id, a key's name, a G-code line
     target: str | None = None
-    #: the store's sequence number (None until stored); increases with every record
-    id: int | None = None
+    #: the store's sequence number (None until stored); increases with every record.
+    #: (Not ``id``: on the wire that member is a request's id.)
+    seq: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -51,6 +51,7 @@ CREATE INDEX audit_by_time ON audit (time);
 CREATE INDEX audit_by_identity ON audit (identity, id);
 CREATE INDEX audit_by_printer ON audit (printer, id);
 """
+#: (the id column is the record's seq)
 _COLUMNS = "time, identity, role, transport, action, outcome, remote, printer, target, id"
 
 
@@ -156,7 +157,7 @@ class AuditStore:
         """Number ``record`` and queue its insert; never waits. Returns the numbered record."""
         if not self.is_open:
             raise RuntimeError("the audit store is not open")
-        numbered = dataclasses.replace(record, id=self._next_id)
+        numbered = dataclasses.replace(record, seq=self._next_id)
         self._next_id += 1
         assert self._executor is not None
         future = self._executor.submit(self._append_sync, numbered)
@@ -175,7 +176,7 @@ class AuditStore:
     def _append_sync(self, record: AuditRecord) -> None:
         values = dataclasses.astuple(record)
         self._db().execute(f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * 10)})", values)
-        self._prune(record.id or 0)
+        self._prune(record.seq or 0)
 
     def _prune(self, last_id: int) -> None:
         self._db().execute("DELETE FROM audit WHERE id <= ?", (last_id - self.max_rows,))
@@ -187,7 +188,7 @@ class AuditStore:
         since: float | None = None,
         identity: str | None = None,
         printer: str | None = None,
-        before_id: int | None = None,
+        before: int | None = None,
         scope: Collection[str] | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
@@ -205,9 +206,9 @@ class AuditStore:
         if printer is not None:
             where.append("printer = ?")
             params.append(printer)
-        if before_id is not None:
+        if before is not None:
             where.append("id < ?")
-            params.append(int(before_id))
+            params.append(int(before))
         if scope is not None:
             names = sorted(scope)
             marks = ", ".join("?" * len(names))

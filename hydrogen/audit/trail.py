@@ -179,13 +179,13 @@ def audit_requests(trail: AuditTrail) -> tuple[Definition, ...]:
             since=parse_since(call.get("since")),
             identity=call.get("identity"),
             printer=printer,
-            before_id=call.get("before_id"),
+            before=call.get("before"),
             limit=limit,
         )
         return {
             "records": [r.as_dict() for r in records],
-            # the next page: pass it as before_id (null when this page was the last)
-            "next_before_id": records[-1].id if len(records) == limit else None,
+            # the next (older) page: pass it as 'before' (null when this page was the last)
+            "next_before": records[-1].seq if len(records) == limit else None,
         }
 
     return (
@@ -197,7 +197,7 @@ def audit_requests(trail: AuditTrail) -> tuple[Definition, ...]:
                 Param("since", object, doc="Unix seconds or an ISO 8601 time"),
                 Param("identity", str, max_length=128, doc="an identity's name"),
                 Param("printer", str, max_length=128, doc="a printer's name"),
-                Param("before_id", int, minimum=1, maximum=2**62, doc="page: older than this"),
+                Param("before", int, minimum=1, maximum=2**62, doc="older than this seq"),
                 Param("limit", int, minimum=1, maximum=MAX_QUERY_LIMIT, clamp=True, default=100),
             ),
             http=(HttpRoute("GET", "/api/audit"),),
