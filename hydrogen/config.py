@@ -36,6 +36,7 @@ __all__ = [
     "LimitsConfig",
     "LogConfig",
     "MetricsConfig",
+    "OctoPrintConfig",
     "PrinterConfig",
     "ServerConfig",
     "StatusConfig",
@@ -218,7 +219,7 @@ class JobsConfig:
     cancel_script: str = "M104 S0\nM140 S0\nM107\nM84"
     #: Send ``M73 P<percent> R<minutes>`` so the printer's display shows progress.
     m73_progress: bool = True
-    #: The printer OctoPrint-style uploads with ``print=true`` start on (default: the first).
+    #: The printer ``POST /api/files`` with ``print=true`` starts on (default: the first).
     default_printer: str = ""
 
     def validate(self, path: str) -> None:
@@ -251,6 +252,13 @@ class AuditConfig:
             "must be 100..100000000",
             self.max_rows,
         )
+
+
+@dataclass(frozen=True)
+class OctoPrintConfig:
+    #: The printer the bare OctoPrint paths (``/api/...``) are; default: the first.
+    #: Every printer is also its own OctoPrint at ``/octoprint/<printer>/``.
+    default_printer: str = ""
 
 
 @dataclass(frozen=True)
@@ -315,6 +323,7 @@ class Config:
     jobs: JobsConfig = JobsConfig()
     audit: AuditConfig = AuditConfig()
     auth: AuthConfig = AuthConfig()
+    octoprint: OctoPrintConfig = OctoPrintConfig()
     keys: tuple[ApiKey, ...] = ()
     printers: tuple[PrinterConfig, ...] = ()
     state_dir: Path = field(default_factory=lambda: default_state_dir())
@@ -382,6 +391,7 @@ _SECTIONS: dict[str, type] = {
     "jobs": JobsConfig,
     "audit": AuditConfig,
     "auth": AuthConfig,
+    "octoprint": OctoPrintConfig,
 }
 
 
@@ -638,6 +648,10 @@ def load_config(
         printers = _printers(data.get("printers", []))
 
     _check_key_scopes(keys, printers)
+
+    default = sections["octoprint"].default_printer
+    if default and default not in {p.name for p in printers}:
+        raise ConfigError(f"octoprint.default_printer: no printer named {default!r}")
 
     state_dir_value = overrides.get("state_dir") or data.get("state_dir")
     if state_dir_value is not None and not isinstance(state_dir_value, str | os.PathLike):

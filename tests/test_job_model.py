@@ -69,9 +69,9 @@ class Walk:
     steps: list[str] = field(default_factory=list)
     frames: list[dict[str, Any]] = field(default_factory=list)
     stopped: bool = False  # emergency stop sent, no reconnect or reset since
-    #: the link went down (stop, reconnect, reset) since the last start request: a job
-    #: that ended meanwhile may have found the printer not accepting commands, and then
-    #: the queue is held (docs/protocol.md, "Queue")
+    #: the link went down (stop, reconnect, reset) since the last start that launched at
+    #: once: a job that ended meanwhile may have found the printer not accepting
+    #: commands, and then the queue is held (docs/protocol.md, "Queue")
     link_interrupted: bool = False
     seen_accepted: int = 0
     run: tuple[int, int] | None = None  # (file code, last X) of the run in progress
@@ -89,8 +89,6 @@ class Walk:
     async def request(self, **frame: Any) -> dict[str, Any]:
         self.rid += 1
         rid = f"r{self.rid}"
-        if frame["type"] == "job_start":
-            self.link_interrupted = False
         await self.ws.send_json({**frame, "id": rid})
         async with asyncio.timeout(60):
             while True:
@@ -98,6 +96,11 @@ class Walk:
                 if reply.get("id") == rid:
                     if reply.get("type") == "job" and reply.get("state") == "printing":
                         self.started_ids.add(reply["job_id"])
+                        # Only a start that launched at once releases a held queue: one
+                        # queued behind a job still ending (a cancel script running
+                        # through a reset) is held with it if that job ends on a printer
+                        # that is not accepting commands (seed 230734514 found this).
+                        self.link_interrupted = False
                     return reply
 
     async def _next(self) -> dict[str, Any]:

@@ -107,7 +107,8 @@ async def test_octoprint_upload_route_with_x_api_key(job_gateway):
     version = await client.get("/api/version", headers={"X-Api-Key": CONTROL_KEY})
     info = await version.json()
     assert "api" in info and info["text"].startswith("OctoPrint")
-    assert (await client.get("/api/version")).status == 401
+    # OctoPrint's refusal of a missing key (docs/octoprint.md)
+    assert (await client.get("/api/version")).status == 403
     data, _ = gcode_file(10)
     response = await upload(
         client,

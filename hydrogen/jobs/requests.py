@@ -19,7 +19,8 @@ from hydrogen.protocol import ErrorCode, ProtocolError, Role
 _PRINTER = Param("printer", str, doc="the printer's name")
 _FILE = Param("file", str, required=True, max_length=256, doc="a stored file's name")
 _JOB_ROUTE = "/api/printers/{printer}/job"
-_FILE_ROUTES = ("/api/files/{file}", "/api/files/local/{file}")
+# (/api/files/local/... is OctoPrint's, answered in its shape by hydrogen.octoprint)
+_FILE_ROUTES = ("/api/files/{file}",)
 
 #: FileError's HTTP status -> the protocol's error code (the status comes back from it).
 _FILE_ERROR_CODES = {

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from hydrogen import __version__
+from hydrogen import __version__, octoprint
 from hydrogen.audit import AuditTrail, audit_requests
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.manager import JobManager
@@ -128,6 +128,8 @@ def create_app(
     http_api.setup(app, gateway.api)
     if jobs is not None:
         jobs_api.setup(app, jobs)
+    if printers is not None and jobs is not None:
+        octoprint.setup(app, gateway.api, jobs, [p.name for p in gateway.config.printers])
     dashboard.setup(app)
     app.cleanup_ctx.append(_gateway_ctx)
     app.on_shutdown.append(_on_shutdown)

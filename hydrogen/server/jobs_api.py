@@ -1,9 +1,7 @@
-"""HTTP for files and jobs, including the OctoPrint subset slicers upload with.
+"""HTTP for files that is not a request with members: streamed uploads and downloads.
 
-PrusaSlicer, OrcaSlicer, SuperSlicer and Cura's OctoPrint connection call
-``GET /api/version`` (it must carry ``api``, and ``text`` must start with
-"OctoPrint") and then ``POST /api/files/local`` with a multipart ``file`` and
-optional ``select``/``print`` fields, authenticating with ``X-Api-Key``.
+OctoPrint's API, its version probe and ``POST /api/files/local`` upload included, is
+:mod:`hydrogen.octoprint`; it receives uploads with :func:`receive_upload`.
 """
 
 from __future__ import annotations
@@ -14,15 +12,13 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from hydrogen import __version__
 from hydrogen.identity import Identity
 from hydrogen.jobs.files import FileError, StoredFile, Upload, safe_download_name
 from hydrogen.jobs.job import JobError, check_file
 from hydrogen.jobs.manager import JobManager
 from hydrogen.jobs.requests import file_error
-from hydrogen.protocol import ErrorCode, ProtocolError, Role
+from hydrogen.protocol import ProtocolError, Role
 from hydrogen.server import audit_edge, auth
-from hydrogen.server.errors import json_error
 from hydrogen.server.http_api import error_response
 
 JOBS = web.AppKey("jobs", JobManager)
@@ -40,7 +36,7 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _receive_upload(request: web.Request) -> tuple[StoredFile, dict[str, str]]:
+async def receive_upload(request: web.Request) -> tuple[StoredFile, dict[str, str]]:
     """Receive the multipart ``file`` into a temporary file and collect the small
     form fields; only once the whole body has arrived and passed every check does
     the file replace one of the same name. Any failure leaves the stored file as it
@@ -131,7 +127,7 @@ async def upload(request: web.Request) -> web.Response:
     identity = auth.require(request, Role.CONTROL)
     request[_UPLOADER] = identity
     try:
-        stored, fields = await _receive_upload(request)
+        stored, fields = await receive_upload(request)
     except FileError as exc:
         audit_edge.record(request, identity, "upload", outcome=str(file_error(exc).code))
         return _file_error(exc)
@@ -145,44 +141,6 @@ async def upload(request: web.Request) -> web.Response:
     if job is not None:
         body["job"] = {"job_id": job.id, "printer": job.printer, "state": job.state.value}
     return web.json_response(body, status=201, headers={"Location": f"/api/files/{stored.name}"})
-
-
-async def octoprint_upload(request: web.Request) -> web.Response:
-    """``POST /api/files/local`` in OctoPrint's shape."""
-    auth.require(request, Role.CONTROL)
-    try:
-        stored, fields = await _receive_upload(request)
-        job = await _start_if_asked(request, stored, fields)
-    except FileError as exc:
-        return _file_error(exc)
-    except (JobError, ProtocolError) as exc:
-        return json_error(409, ErrorCode.CONFLICT, f"uploaded, but could not print: {exc}")
-    location = f"{request.scheme}://{request.host}/api/files/local/{stored.name}"
-    return web.json_response(
-        {
-            "done": True,
-            "files": {
-                "local": {
-                    "name": stored.name,
-                    "display": stored.name,
-                    "path": stored.name,
-                    "origin": "local",
-                    "refs": {"resource": location, "download": f"{location}/content"},
-                }
-            },
-            "effectivePrint": job is not None,
-            "effectiveSelect": fields.get("select", "").lower() in _TRUE,
-        },
-        status=201,
-        headers={"Location": location},
-    )
-
-
-async def octoprint_version(request: web.Request) -> web.Response:
-    auth.require(request, Role.MONITOR)
-    return web.json_response(
-        {"api": "0.1", "server": "1.9.0", "text": f"OctoPrint 1.9.0 (Hydrogen {__version__})"}
-    )
 
 
 async def file_content(request: web.Request) -> web.StreamResponse:
@@ -202,13 +160,11 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application, manager: JobManager) -> None:
-    """The routes that are not requests with members: streamed uploads and downloads,
-    and OctoPrint's version probe (the other file and job routes come from the
-    request definitions, server/http_api.py)."""
+    """The routes that are not requests with members: streamed uploads and downloads
+    (the other file and job routes come from the request definitions,
+    server/http_api.py; OctoPrint's from hydrogen/octoprint)."""
     app[JOBS] = manager
     r = app.router
-    r.add_get("/api/version", octoprint_version)
     r.add_post("/api/files", upload)
-    r.add_post("/api/files/local", octoprint_upload)
     r.add_get("/api/files/local/{name}/content", file_content)
     r.add_get("/api/files/{name}/content", file_content)

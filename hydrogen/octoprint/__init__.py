@@ -1,0 +1,18 @@
+"""OctoPrint's REST API and push socket, one OctoPrint per printer (docs/octoprint.md).
+
+A translator, not a second engine: each request becomes a call of the one dispatch
+(:meth:`hydrogen.api.Api.call`) with the caller's identity, and its payload or
+refusal is shaped into OctoPrint's answer.
+
+auth.py     the key as OctoPrint's clients send it; 403 as OctoPrint refuses.
+answers.py  Hydrogen's payloads in OctoPrint's shapes (pure).
+adapter.py  one request's way into the dispatch (Ask), and the little state OctoPrint
+            has that Hydrogen does not (the selected file, login sessions, sockets).
+routes.py   the REST routes: /octoprint/<printer>/api/..., /api/... for the default printer.
+push.py     /sockjs/websocket: connected, auth, history, current, events.
+"""
+
+from hydrogen.octoprint.adapter import OctoPrintAdapter
+from hydrogen.octoprint.routes import setup
+
+__all__ = ["OctoPrintAdapter", "setup"]

@@ -1,0 +1,133 @@
+"""Real OctoPrint client libraries against a running gateway.
+
+``pyoctoprintapi`` (what Home Assistant's OctoPrint integration uses) and ``octorest``
+run in a venv of their own, ``.venv/clients`` (as .ci/run makes it: their pins must
+not change the gateway's environment), as subprocesses driving a gateway on a real
+loopback port: tests/octoprint_clients/drive_*.py make every call the library has
+that OctoPrint's core answers and print each outcome. A call that fails must be one
+of the few listed here with the reason (docs/octoprint.md lists the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import CONTROL_KEY
+from tests.octoprint_truth.cases import GCODE
+from tests.test_octoprint_api import octoprint_gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS_PYTHON = ROOT / ".venv" / "clients" / "bin" / "python"
+DRIVERS = Path(__file__).with_name("octoprint_clients")
+INSTALL_HINT = (
+    "python3 -m venv .venv/clients && .venv/clients/bin/python -m pip install "
+    "'pyoctoprintapi==0.1.14' 'octorest==0.4' (what .ci/run does)"
+)
+
+#: Calls that fail against Hydrogen, and why that is right (or not done yet).
+PYOCTOPRINTAPI_FAILS = {
+    "restart": "no system commands: Hydrogen does not restart or shut down its host",
+    "reboot_system": "no system commands",
+    "shutdown": "no system commands",
+}
+OCTOREST_FAILS = {
+    "sd": "no SD card support: 404, as OctoPrint answers with SD support disabled",
+}
+
+
+@pytest.fixture(scope="session")
+def clients_python() -> str:
+    if not CLIENTS_PYTHON.exists():
+        pytest.skip(f"the OctoPrint client libraries are not installed: {INSTALL_HINT}")
+    check = subprocess.run(
+        [str(CLIENTS_PYTHON), "-c", "import pyoctoprintapi, octorest"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check.returncode != 0:
+        pytest.skip(f"the OctoPrint client libraries do not import ({check.stderr.strip()})")
+    return str(CLIENTS_PYTHON)
+
+
+async def drive(python: str, script: str, *args: str) -> dict[str, dict[str, Any]]:
+    process = await asyncio.create_subprocess_exec(
+        python,
+        str(DRIVERS / script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-3000:]
+    results = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return {r["call"]: r for r in results}
+
+
+def outcome(results: dict[str, dict[str, Any]], expected_fails: dict[str, str]) -> list[str]:
+    wrong = [
+        f"{name}: {r.get('error')}"
+        for name, r in results.items()
+        if not r["ok"] and name not in expected_fails
+    ]
+    wrong += [
+        f"{name}: passed, but is listed as failing"
+        for name in expected_fails
+        if results.get(name, {}).get("ok")
+    ]
+    return wrong
+
+
+async def start_print(client) -> None:
+    form = aiohttp.FormData()
+    form.add_field("print", "true")
+    form.add_field("file", GCODE, filename="ha.gcode")
+    headers = {"X-Api-Key": CONTROL_KEY}
+    response = await client.post("/octoprint/mk3/api/files/local", data=form, headers=headers)
+    assert response.status == 201, await response.text()
+    async with asyncio.timeout(10):
+        while (await (await client.get("/api/job", headers=headers)).json())["state"] != "Printing":
+            await asyncio.sleep(0.05)
+
+
+async def test_home_assistants_library_makes_every_call(gateway_client, clients_python):
+    """pyoctoprintapi against mk3's own URL, with a print running so that pause,
+    resume and cancel have a job to act on."""
+    _, client = await octoprint_gateway(gateway_client)
+    await start_print(client)
+    url = str(client.make_url("/octoprint/mk3/"))
+    results = await drive(clients_python, "drive_pyoctoprintapi.py", url, CONTROL_KEY)
+    assert not outcome(results, PYOCTOPRINTAPI_FAILS), "\n".join(
+        outcome(results, PYOCTOPRINTAPI_FAILS)
+    )
+    printer = results["get_printer_info"]["value"]
+    assert printer["state"]["flags"]["printing"] is True
+    assert printer["has_heated_bed"] is True
+    assert {t["name"] for t in printer["temperatures"]} >= {"tool0", "bed"}
+    job = results["get_job_info"]["value"]
+    assert job["job"]["file"]["name"] == "ha.gcode"
+    assert job["state"] == "Printing"
+    assert results["get_webcam_info"]["value"]["enabled"] is False
+    print(f"pyoctoprintapi: {sum(r['ok'] for r in results.values())}/{len(results)} calls")
+
+
+async def test_octorest_makes_every_call(gateway_client, clients_python, tmp_path):
+    """octorest against the default printer (it keeps only the URL's host)."""
+    _, client = await octoprint_gateway(gateway_client)
+    gcode = tmp_path / "rest.gcode"
+    gcode.write_bytes(GCODE)
+    url = str(client.make_url("/")).rstrip("/")
+    results = await drive(clients_python, "drive_octorest.py", url, CONTROL_KEY, str(gcode))
+    assert not outcome(results, OCTOREST_FAILS), "\n".join(outcome(results, OCTOREST_FAILS))
+    assert results["job_info"]["value"]["job"]["file"]["name"] == "rest.gcode"
+    assert results["state"]["value"] == "Operational"
+    assert "tool0" in results["tool"]["value"]
+    print(f"octorest: {sum(r['ok'] for r in results.values())}/{len(results)} calls")
