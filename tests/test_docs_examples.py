@@ -24,14 +24,14 @@ that says what the block is.
 ``<!-- example: http ... -->``
     The block holds exchanges: ``METHOD /path  (notes)  body: <body>``, then
     ``HTTP/1.1 <status> <reason>``, the headers to check and the JSON body. They run in
-    order against one fresh gateway. Notes the test understands: ``no key``,
+    order against one fresh gateway. Notes the test understands: ``no key``, ``admin key``,
     ``cookie`` (a signed-in session), ``Origin: <own origin>``, ``multipart: file=<name>,
     <field>=<value>, ...``, ``file of <n> bytes``, ``Content-Type: <type>``; anything
     else is prose. Without ``no key`` or ``cookie`` the control key is sent. Bodies:
     JSON, ``key=…`` (a form with the control key), ``<n> MB``, or raw text.
 
 Options, one per line inside the comment (``<!-- example: ws`` ... ``-->``):
-``after: <setup>`` (a named state, see ``SETUPS``), ``send: <frame>``, ``key: monitor``,
+``after: <setup>`` (a named state, see ``SETUPS``), ``send: <frame>``, ``key: monitor|admin``,
 ``config: <section>.<key> = <value>``, ``vary: <member> ...``.
 
 Comparison is structural: objects must have the same members and arrays the same
@@ -57,7 +57,7 @@ import pytest
 
 from hydrogen.config import JobsConfig
 from hydrogen.printers.printer import PrinterState
-from tests.conftest import CONTROL_KEY, MONITOR_KEY
+from tests.conftest import ADMIN_KEY, CONTROL_KEY, MONITOR_KEY
 from tests.test_printers import sim_printer, wait_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -421,7 +421,9 @@ def _frames(body: str) -> list[Any]:
 
 
 async def _connect(run: Run, example: Example) -> aiohttp.ClientWebSocketResponse:
-    key = MONITOR_KEY if example.options.get("key") == ["monitor"] else CONTROL_KEY
+    key = {"monitor": MONITOR_KEY, "admin": ADMIN_KEY}.get(
+        " ".join(example.options.get("key", [])), CONTROL_KEY
+    )
     return await run.client.ws_connect(
         "/", protocols=["hydrogen-protocol"], headers={"Authorization": f"Key {key}"}
     )
@@ -537,7 +539,9 @@ async def send_exchange(run: Run, exchange: Exchange) -> aiohttp.ClientResponse:
     notes, _, body_text = exchange.notes.partition("body: ")
     body_text = body_text.strip()
     headers: dict[str, str] = {}
-    if "no key" not in notes and "cookie" not in notes:
+    if "admin key" in notes:
+        headers["X-Api-Key"] = ADMIN_KEY
+    elif "no key" not in notes and "cookie" not in notes:
         headers.update(CONTROL)
     if "cookie" in notes:
         headers["Cookie"] = f"hydrogen_session={await _session_cookie(run)}"

@@ -74,6 +74,7 @@ def _handler(api: Api, routes: list[tuple[Definition, HttpRoute]]) -> RouteHandl
     by_action = {route.action: (definition, route) for definition, route in routes}
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        await auth.prepare(request)  # a stored key's first slow hash, off the event loop
         identity = auth.authenticate(request)
         try:
             body = await _body(request)
