@@ -144,6 +144,7 @@ def setup(app: web.Application, web_dir: Path | None = None) -> None:
         app.router.add_static(STATIC_PREFIX, static.root, name="static", follow_symlinks=False)
         app.on_response_prepare.append(_cache_headers)
     app.router.add_get("/login", login_page)
+    app.router.add_get("/admin", admin_page)
     app.router.add_post("/login", sign_in)
     app.router.add_post("/logout", sign_out)
 
@@ -192,6 +193,15 @@ async def index(request: web.Request) -> web.StreamResponse:
         return _redirect("/login")
     # The role only hides controls before the WebSocket's welcome frame confirms it.
     return _render(request, "dashboard.html", {"role": role.label})
+
+
+async def admin_page(request: web.Request) -> web.StreamResponse:
+    """``GET /admin``: keys and the audit log. The page is the same for every role; what
+    it may read and change is decided by each request (admin only), as everywhere."""
+    role = session.cookie_role(request)
+    if role is None:
+        return _redirect("/login")
+    return _render(request, "admin.html", {"role": role.label})
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:

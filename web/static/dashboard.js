@@ -8,7 +8,8 @@
  *
  *   hydrogen-client.js  the protocol client (no DOM; third-party pages use it too)
  *   printer-card.js     a printer's card: heaters.js, temperature-chart.js, job-panel.js, terminal.js
- *   host-panel.js  files-panel.js  notifications.js  confirm-dialog.js  emergency-stop.js
+ *   host-panel.js  files-panel.js  history-panel.js  notifications.js  confirm-dialog.js
+ *   emergency-stop.js
  *   dom.js  format.js   in-place rendering helpers, formatting for people
  */
 
@@ -16,6 +17,7 @@ import { confirmAction } from "./confirm-dialog.js";
 import { $, placeInOrder, setHidden, setText } from "./dom.js";
 import { emergencyStop } from "./emergency-stop.js";
 import { FilesPanel } from "./files-panel.js";
+import { HistoryPanel } from "./history-panel.js";
 import { NBSP, fmt } from "./format.js";
 import { HostPanel } from "./host-panel.js";
 import { HydrogenClient } from "./hydrogen-client.js";
@@ -31,13 +33,23 @@ const app = {
   printerOrder: [],
   connected: false,
 };
-const canControl = () => app.role === "control";
+const ROLES = ["monitor", "control", "admin"];
+const canControl = () => app.role === "control" || app.role === "admin";
 const printerNames = () => (app.printerOrder.length ? app.printerOrder : [...app.cards.keys()]);
 
 function setRole(role) {
-  app.role = role === "control" ? "control" : "monitor";
+  app.role = ROLES.includes(role) ? role : "monitor";
   if (document.body.dataset.role !== app.role) document.body.dataset.role = app.role;
   setText($("role-badge"), app.role === "monitor" ? "read-only" : app.role);
+}
+
+/** Who this page acts as: the key's name, and the printers it is limited to, if any. */
+function setWho(name, printers) {
+  const scope = Array.isArray(printers) ? ` (${printers.join(", ") || "no printers"})` : "";
+  setText($("who"), name ? `${name}${scope}` : "");
+  $("who").title = Array.isArray(printers)
+    ? `Signed in as ${name}, limited to: ${printers.join(", ") || "no printers"}`
+    : `Signed in as ${name}`;
 }
 
 function setConn(state, text) {
@@ -84,6 +96,7 @@ const ctx = {
 const host = new HostPanel();
 const notifications = new Notifications();
 const files = new FilesPanel({ ...ctx, printers: printerNames, onUnauthorized: checkSession });
+const history = new HistoryPanel(client);
 
 function onFrame(frame) {
   switch (frame.type) {
@@ -96,7 +109,10 @@ function onFrame(frame) {
     case "temperature": card(frame.printer)?.temperature(frame); break;
     case "temperature_history": card(frame.printer, true)?.seedHistory(frame); break;
     case "serial": card(frame.printer)?.serial(frame); break;
-    case "job": if (frame.printer) card(frame.printer, true)?.job(frame); break;
+    case "job":
+      if (frame.printer) card(frame.printer, true)?.job(frame);
+      history.job(frame);
+      break;
     case "jobs":
       for (const job of frame.jobs || []) if (job && job.printer) card(job.printer, true)?.job(job);
       break;
@@ -114,10 +130,12 @@ function onFrame(frame) {
 function onWelcome(frame) {
   app.connected = true;
   setRole(frame.role);
+  setWho(typeof frame.name === "string" ? frame.name : "", frame.printers);
   app.features = new Set(Array.isArray(frame.features) ? frame.features : []);
   setConn("connected", "Connected");
   if (app.features.has("jobs")) client.request({ type: "jobs" }).catch(() => {});
   files.load();
+  history.load();
 }
 
 function card(name, create = false) {
@@ -166,7 +184,7 @@ function start() {
   });
   client.connect();
   // For people debugging in the console, and for the browser tests.
-  window.hydrogenDashboard = { app, conn: client, fmt };
+  window.hydrogenDashboard = { app, conn: client, fmt, history };
 }
 
 start(); // a module runs after the document is parsed

@@ -14,6 +14,14 @@ const ACTIONS = [
   [".job-cancel", "job_cancel", "Cancel the print?", "Cancel job", "The job stops for good and cannot be resumed."],
 ];
 
+/** "Started by alice · cancelled by bob": who acted on a job (names only, as text). */
+export function whoText(job) {
+  const parts = [];
+  if (job.started_by) parts.push(`Started by ${job.started_by}`);
+  if (job.cancelled_by) parts.push(`${parts.length ? "cancelled" : "Cancelled"} by ${job.cancelled_by}`);
+  return parts.join(" · ");
+}
+
 export class JobPanel {
   /**
    * @param {HTMLElement} section the card's `.job`
@@ -26,7 +34,7 @@ export class JobPanel {
     this.onJob = onJob;
     const q = (selector) => section.querySelector(selector);
     this.nodes = {
-      badge: q(".job-state"), file: q(".job-file"), progressRow: q(".job-progress-row"),
+      badge: q(".job-state"), file: q(".job-file"), who: q(".job-who"), progressRow: q(".job-progress-row"),
       times: q(".job-times"), progress: q(".job-progress"), percent: q(".job-percent"),
       elapsed: q(".job-elapsed"), eta: q(".job-eta"), lines: q(".job-lines"), reason: q(".job-reason"),
       queue: q(".job-queue"), pause: q(".job-pause"), resume: q(".job-resume"), cancel: q(".job-cancel"),
@@ -64,6 +72,9 @@ export class JobPanel {
     setData(n.badge, "state", state);
     setText(n.badge, JOB_LABELS[state] || state);
     setText(n.file, frame.file || "No job");
+    const who = whoText(frame);
+    setText(n.who, who);
+    setHidden(n.who, !who);
     const idle = state === "idle" || !frame.file;
     const progress = Math.max(0, Math.min(1, Number(frame.progress) || 0));
     setHidden(n.progressRow, idle);
