@@ -45,10 +45,11 @@ def truth() -> dict[str, Any]:
     return json.loads(TRUTH.read_text())["cases"]
 
 
-async def octoprint_gateway(gateway_client) -> Any:
+async def octoprint_gateway(gateway_client, **config: Any) -> Any:
     gateway, client = await gateway_client(
         printers=(sim_printer("mk3"), GHOST),
         octoprint=OctoPrintConfig(default_printer="mk3"),
+        **config,
     )
     mk3 = client.printers.printers["mk3"]
     await wait_state(mk3, PrinterState.READY)

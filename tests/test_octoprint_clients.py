@@ -19,10 +19,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hydrogen.config import ApiKey
+from hydrogen.protocol import Role
 from tests.conftest import CONTROL_KEY
 from tests.octoprint_truth.cases import GCODE
 from tests.test_octoprint_api import octoprint_gateway
 
+KEY = {"X-Api-Key": CONTROL_KEY}
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS_PYTHON = ROOT / ".venv" / "clients" / "bin" / "python"
 DRIVERS = Path(__file__).with_name("octoprint_clients")
@@ -131,3 +134,66 @@ async def test_octorest_makes_every_call(gateway_client, clients_python, tmp_pat
     assert results["state"]["value"] == "Operational"
     assert "tool0" in results["tool"]["value"]
     print(f"octorest: {sum(r['ok'] for r in results.values())}/{len(results)} calls")
+
+
+ADMIN_KEY = "admin-key-0123456789"
+
+
+async def appkey_gateway(gateway_client):
+    return await octoprint_gateway(
+        gateway_client,
+        keys=(
+            ApiKey(CONTROL_KEY, Role.CONTROL, "ctl"),
+            ApiKey(ADMIN_KEY, Role.ADMIN, "adm"),
+        ),
+    )
+
+
+async def test_home_assistants_setup_gets_a_key_once_an_admin_approves(
+    gateway_client, clients_python
+):
+    """``request_app_key`` (probe, request, poll) while an admin approves over the API:
+    the app gets a control key for mk3 alone, named after it."""
+    _, client = await appkey_gateway(gateway_client)
+    url = str(client.make_url("/octoprint/mk3/"))
+    driver = asyncio.create_task(drive(clients_python, "drive_pyoctoprintapi.py", url, "--appkey"))
+    admin = {"X-Api-Key": ADMIN_KEY}
+    async with asyncio.timeout(30):
+        while not (
+            waiting := (await (await client.get("/api/appkeys", headers=admin)).json())["requests"]
+        ):
+            await asyncio.sleep(0.05)
+    assert waiting[0]["app"] == "Home Assistant" and waiting[0]["printer"] == "mk3"
+    assert waiting[0]["text"].startswith("Home Assistant on 127.0.0.1 asks for access to mk3")
+    token = waiting[0]["token"]
+    forbidden = await client.post(f"/api/appkeys/{token}", json={"approve": True}, headers=KEY)
+    assert forbidden.status == 403  # creating keys is an admin's
+    decided = await client.post(f"/api/appkeys/{token}", json={"approve": True}, headers=admin)
+    assert decided.status == 200, await decided.text()
+    results = await driver
+    assert results["request_app_key"]["ok"], results
+    assert results["get_printer_info"]["ok"], results
+    key = {"X-Api-Key": results["request_app_key"]["value"]}
+    assert (await client.post("/api/job", json={"command": "cancel"}, headers=key)).status == 409
+    assert (await client.get("/octoprint/ghost/api/job", headers=key)).status == 404
+    keys = (await (await client.get("/api/keys", headers=admin)).json())["keys"]
+    name = (await decided.json())["key"]
+    assert [k["role"] for k in keys if k["name"] == name] == ["control"], keys
+
+
+async def test_a_denied_app_gets_no_key(gateway_client):
+    _, client = await appkey_gateway(gateway_client)
+    assert (await client.get("/plugin/appkeys/probe")).status == 204
+    asked = await client.post("/plugin/appkeys/request", json={"app": "Nosy app"})
+    assert asked.status == 201
+    token = (await asked.json())["app_token"]
+    assert asked.headers["Location"].endswith(f"/plugin/appkeys/request/{token}")
+    assert (await client.get(f"/plugin/appkeys/request/{token}")).status == 202
+    admin = {"X-Api-Key": ADMIN_KEY}
+    denied = await client.post(f"/api/appkeys/{token}", json={"approve": False}, headers=admin)
+    assert (await denied.json())["decision"] == "denied"
+    assert (await client.get(f"/plugin/appkeys/request/{token}")).status == 404
+    # another printer's root does not know this printer's request
+    other = await client.post("/octoprint/ghost/plugin/appkeys/request", json={"app": "A"})
+    other_token = (await other.json())["app_token"]
+    assert (await client.get(f"/octoprint/mk3/plugin/appkeys/request/{other_token}")).status == 404

@@ -43,14 +43,14 @@ async def test_prusaslicer_send_and_print(gateway_client):
 
 
 async def test_cura_connect_and_print(gateway_client):
-    """Cura's OctoPrint connection: it probes for application keys (none here: it then
-    takes a key typed in), checks the key, reads the settings it shows (webcam, SD
-    support, the instance's name), the printer profile, polls printer and job, and
-    uploads with ``select`` and ``print``."""
+    """Cura's OctoPrint connection: it probes for application keys (the flow itself is
+    tests/test_octoprint_clients.py's), checks the key, reads the settings it shows
+    (webcam, SD support, the instance's name), the printer profile, polls printer and
+    job, and uploads with ``select`` and ``print``."""
     _, client = await octoprint_gateway(gateway_client)
     root = "/octoprint/mk3"
     probe = await client.get(f"{root}/plugin/appkeys/probe")
-    assert probe.status == 404  # no application-key flow: the key is typed into Cura
+    assert probe.status == 204
     user = await (await client.get(f"{root}/api/currentuser", headers=KEY)).json()
     assert "PRINT" in user["permissions"]
     settings = await (await client.get(f"{root}/api/settings", headers=KEY)).json()

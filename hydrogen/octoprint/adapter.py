@@ -23,6 +23,7 @@ from hydrogen.api import Api, Payload
 from hydrogen.identity import Identity
 from hydrogen.jobs.manager import JobManager
 from hydrogen.octoprint import answers
+from hydrogen.octoprint.appkeys import AppKeys
 from hydrogen.octoprint.auth import forbidden, identify
 from hydrogen.protocol import ErrorCode, ProtocolError, Role
 
@@ -118,6 +119,7 @@ class OctoPrintAdapter:
         self.selected: dict[str, str] = {}
         self.sessions: dict[str, Identity] = {}
         self.sockets: set[Pushed] = set()
+        self.appkeys = AppKeys(api)
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- the request's edge ---------------------------------------------------------------

@@ -106,7 +106,7 @@ def event_payload(kind: str, job: Mapping[str, Any], summary: Mapping[str, Any])
         payload["progress"] = int(100 * float(job.get("progress") or 0.0))
     if kind in ("PrintDone", "PrintCancelled", "PrintFailed"):
         payload["time"] = job.get("elapsed_seconds")
-    if kind in ("PrintCancelled", "PrintFailed"):
+    if kind == "PrintFailed":
         payload["reason"] = "cancelled" if job.get("state") == "cancelled" else "error"
     return payload
 

@@ -34,6 +34,7 @@ from hydrogen.octoprint.adapter import (
     bad,
     error,
 )
+from hydrogen.octoprint.appkeys import MAX_APP_CHARS
 from hydrogen.octoprint.auth import presented_key
 from hydrogen.octoprint.push import serve
 from hydrogen.protocol import utc_iso
@@ -475,6 +476,38 @@ async def download(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) ->
     )
 
 
+async def appkeys_probe(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> web.Response:
+    return _no_content()
+
+
+async def appkeys_request(
+    adapter: OctoPrintAdapter, request: web.Request, ask: Ask
+) -> web.Response:
+    members = await body(request)
+    app, user = members.get("app"), members.get("user")
+    if not isinstance(app, str) or not app.strip() or len(app) > MAX_APP_CHARS:
+        raise bad("app must be the application's name")
+    if user is not None and (not isinstance(user, str) or len(user) > MAX_APP_CHARS):
+        raise bad("user must be a name")
+    pending = adapter.appkeys.ask(app.strip(), user, ask.printer, request.remote or "?")
+    location = f"{ask.base}/plugin/appkeys/request/{pending.token}"
+    return web.json_response(
+        # no page of the dashboard decides yet: the decision is appkey_decide (docs/octoprint.md)
+        {"app_token": pending.token, "auth_dialog": None},
+        status=201,
+        headers={"Location": location},
+    )
+
+
+async def appkeys_poll(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> web.Response:
+    pending = adapter.appkeys.poll(request.match_info["token"], ask.printer)
+    if pending is None or pending.decision == "denied":
+        return error(404, "No pending application key request with that token")
+    if pending.decision == "approved":
+        return web.json_response({"api_key": pending.secret})
+    return web.json_response({"message": "Awaiting decision"}, status=202)
+
+
 async def not_found(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> web.Response:
     return error(404, "The requested URL was not found on the server.")
 
@@ -487,6 +520,7 @@ def setup(
     config = app[GATEWAY].config
     default = config.octoprint.default_printer or next(iter(printer_names), None)
     adapter = OctoPrintAdapter(api, jobs, default)
+    api.define(*adapter.appkeys.definitions())
     get, post, delete = "GET", "POST", "DELETE"
     api_routes: list[tuple[str, str, Handler, bool]] = [
         (get, "/version", version, False),
@@ -526,6 +560,13 @@ def setup(
             app.router.add_get(root + "/downloads/files/local/{name}", adapter.route(download))
     for root in ("/octoprint/{printer}", "", "/"):
         app.router.add_get(root + "/sockjs/websocket", adapter.route(serve, anonymous=True))
+    for root in ("/octoprint/{printer}", ""):
+        appkeys = root + "/plugin/appkeys"
+        app.router.add_get(appkeys + "/probe", adapter.route(appkeys_probe, anonymous=True))
+        app.router.add_post(appkeys + "/request", adapter.route(appkeys_request, anonymous=True))
+        app.router.add_get(
+            appkeys + "/request/{token}", adapter.route(appkeys_poll, anonymous=True)
+        )
     app.router.add_route(
         "*", "/octoprint/{printer}/{tail:.*}", adapter.route(not_found, anonymous=True)
     )

@@ -125,11 +125,12 @@ def create_app(
         gateway.api.define(*printer_requests(printers))
     if jobs is not None:
         gateway.api.define(*job_requests(jobs), *file_requests(jobs))
+    if printers is not None and jobs is not None:
+        # before http_api: it defines the app-key requests the HTTP routes are built from
+        octoprint.setup(app, gateway.api, jobs, [p.name for p in gateway.config.printers])
     http_api.setup(app, gateway.api)
     if jobs is not None:
         jobs_api.setup(app, jobs)
-    if printers is not None and jobs is not None:
-        octoprint.setup(app, gateway.api, jobs, [p.name for p in gateway.config.printers])
     dashboard.setup(app)
     app.cleanup_ctx.append(_gateway_ctx)
     app.on_shutdown.append(_on_shutdown)

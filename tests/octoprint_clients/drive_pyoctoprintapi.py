@@ -5,6 +5,10 @@ here imports hydrogen. Prints one JSON line per call: ``{"call", "ok", "value" |
 "error"}``; the test decides which outcomes are right.
 
     python drive_pyoctoprintapi.py http://127.0.0.1:5001/octoprint/mk3/ KEY
+    python drive_pyoctoprintapi.py http://127.0.0.1:5001/octoprint/mk3/ --appkey
+
+With ``--appkey`` it asks for a key the way Home Assistant's setup does
+(``request_app_key``: probe, request, poll until decided), then uses it.
 """
 
 from __future__ import annotations
@@ -28,12 +32,34 @@ def describe(value: Any) -> Any:
     return {n: describe(getattr(value, n)) for n in names}
 
 
+def report(name: str, ok: bool, **what: Any) -> None:
+    print(json.dumps({"call": name, "ok": ok, **what}, default=str), flush=True)
+
+
+async def appkey(client: OctoprintClient) -> None:
+    try:
+        key = await client.request_app_key("Home Assistant", "ha", timeout=60)
+    except Exception as exc:  # the outcome is what is reported
+        report("request_app_key", False, error=f"{type(exc).__name__}: {exc}")
+        return
+    report("request_app_key", True, value=key)
+    client.set_api_key(key)
+    try:
+        info = await client.get_printer_info()
+        report("get_printer_info", True, value=describe(info))
+    except Exception as exc:
+        report("get_printer_info", False, error=f"{type(exc).__name__}: {exc}")
+
+
 async def main(url: str, key: str) -> None:
     parsed = urlparse(url)
     async with aiohttp.ClientSession() as session:
         client = OctoprintClient(
             parsed.hostname, session, port=parsed.port, ssl=False, path=parsed.path
         )
+        if key == "--appkey":
+            await appkey(client)
+            return
         client.set_api_key(key)
         calls = [
             ("get_server_info", ()),

@@ -103,6 +103,10 @@ _AUTH = [
         headers={"Authorization": "Bearer TRUTHADMINKEY0123456789ABCDEF000"},
     ),
     _get("query_key", "/api/job?apikey=TRUTHADMINKEY0123456789ABCDEF000", "offline", key="none"),
+    _get("appkeys_probe", "/plugin/appkeys/probe", "offline", key="none"),
+    _post("appkeys_request", "/plugin/appkeys/request", {"app": "Truth"}, "offline", key="none"),
+    _post("appkeys_request_no_app", "/plugin/appkeys/request", {}, "offline", key="none"),
+    _get("appkeys_poll_unknown", "/plugin/appkeys/request/unknown", "offline", key="none"),
 ]
 
 _OPERATIONAL = [
