@@ -167,22 +167,37 @@ async def test_uploads_and_sign_ins_are_recorded_and_no_secret_is_stored(
             "/login", data={"key": key}, headers={"Origin": origin}, allow_redirects=False
         )
         assert response.status == status
-    # every secret presented, right or wrong, in any header or form
-    await client.get("/api/audit", headers={"Authorization": f"Key {ADMIN}"})
+    # a token used for an action, and a key made at run time (its secret is in the reply)
+    made = await client.post("/api/auth/token", headers=h(OPS))
+    token = (await made.json())["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    response = await client.post(
+        "/api/printers/sim/command", json={"gcode": "M105"}, headers=bearer
+    )
+    assert response.status == 200
+    added = await client.post(
+        "/api/keys", json={"name": "temp-contractor", "role": "monitor"}, headers=h(ADMIN)
+    )
+    assert added.status == 201
+    new_secret = (await added.json())["secret"]
     records = await audit(client)
     seen = [(r["identity"], r["action"], r["outcome"], r["transport"]) for r in records]
-    assert seen[:4] == [
+    assert seen[:6] == [
+        ("root-admin", "key_add", "ok", "http"),
+        ("night-ops", "command", "ok", "http"),
         ("day-shift", "sign_in", "ok", "dashboard"),
         ("", "sign_in", "auth_failed", "dashboard"),
         ("night-ops", "upload", "invalid_message", "http"),
         ("night-ops", "upload", "ok", "http"),
     ]
-    assert records[3]["target"] == "bracket.gcode"
+    assert records[0]["target"] == "temp-contractor"
+    assert records[5]["target"] == "bracket.gcode"
 
     await client.close()  # the store's writes are done once the gateway has stopped
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("audit.sqlite3*"))
     assert b"night-ops" in stored  # the names are there (the check below would be vacuous)
-    for secret in (ADMIN, OPS, CTL, MON, WRONG):
+    signature = token.rsplit(".", 1)[1]
+    for secret in (ADMIN, OPS, CTL, MON, WRONG, token, signature, new_secret):
         assert secret.encode() not in stored, secret
     assert (tmp_path / "audit.sqlite3").stat().st_mode & 0o077 == 0
 
