@@ -8,7 +8,11 @@ auth.py     the key as OctoPrint's clients send it; 403 as OctoPrint refuses.
 answers.py  Hydrogen's payloads in OctoPrint's shapes (pure).
 adapter.py  one request's way into the dispatch (Ask), and the little state OctoPrint
             has that Hydrogen does not (the selected file, login sessions, sockets).
-routes.py   the REST routes: /octoprint/<printer>/api/..., /api/... for the default printer.
+routes.py   the routes: /octoprint/<printer>/api/..., /api/... for the default printer;
+            version, settings, users, connection and job here, and:
+printer_routes.py  printer, tools, bed, print head, commands, SD;
+file_routes.py     files, uploads, downloads;
+appkeys.py  application keys: pending requests, appkey_requests and appkey_decide.
 push.py     /sockjs/websocket: connected, auth, history, current, events.
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -205,3 +206,25 @@ class OctoPrintAdapter:
 
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+#: Bodies of OctoPrint's commands are small JSON objects.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+async def body(request: web.Request) -> dict[str, Any]:
+    """The JSON object of a command; OctoPrint's 400 (413) otherwise."""
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise Refused(413, f"Request body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        value = json.loads(raw) if raw.strip() else None
+    except (ValueError, RecursionError):
+        raise bad("Malformed JSON body in request") from None
+    if not isinstance(value, dict):
+        raise bad("Expected content-type JSON with an object in the body")
+    return value

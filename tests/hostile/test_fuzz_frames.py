@@ -41,6 +41,7 @@ SUCCESS = {
     "command": "command_result",
     "emergency_stop": "emergency_stop_sent",
     "printer_reconnect": "printer_reconnecting",
+    "printer_disconnect": "printer_disconnecting",
     "jobs": "jobs",
     "job_history": "job_history",
     "job_start": "job",
