@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,22 @@ async def test_octorest_makes_every_call(gateway_client, clients_python, tmp_pat
     gcode.write_bytes(GCODE)
     url = str(client.make_url("/")).rstrip("/")
     results = await drive(clients_python, "drive_octorest.py", url, CONTROL_KEY, str(gcode))
-    assert not outcome(results, OCTOREST_FAILS), "\n".join(outcome(results, OCTOREST_FAILS))
+    core = {name: r for name, r in results.items() if r["core"]}
+    assert not outcome(core, OCTOREST_FAILS), "\n".join(outcome(core, OCTOREST_FAILS))
+    # the rest (users, timelapses, slicing, ...): refused as a client error, never a 5xx
+    server_errors = [
+        f"{name}: {r.get('error')}"
+        for name, r in results.items()
+        if not r["core"] and not r["ok"] and not re.search(r"\(4\d\d\)$", r["error"])
+    ]
+    assert not server_errors, "\n".join(server_errors)
     assert results["job_info"]["value"]["job"]["file"]["name"] == "rest.gcode"
     assert results["state"]["value"] == "Operational"
     assert "tool0" in results["tool"]["value"]
-    print(f"octorest: {sum(r['ok'] for r in results.values())}/{len(results)} calls")
+    print(
+        f"octorest: {sum(r['ok'] for r in core.values())}/{len(core)} calls of OctoPrint's core, "
+        f"{sum(r['ok'] for r in results.values())}/{len(results)} of all it has"
+    )
 
 
 ADMIN_KEY = "admin-key-0123456789"
