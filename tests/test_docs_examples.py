@@ -84,6 +84,7 @@ VARY = frozenset(
         "power",
         "retry_after",
         "link",
+        "telemetry",
         "UUID",
         "totalThreads",
         "totalVirtualMemoryBytes",

@@ -70,9 +70,16 @@ ALERTS = {
     "FilesystemReadOnly",
     "UnderVoltageDuringJob",
 }
-#: Job metrics that exist only while a job runs (absent from an idle gateway's scrape).
+#: Job metrics that exist only while a job runs (absent from an idle gateway's scrape),
+#: and the printer telemetry that exists only once a job (or an operator) set it.
 JOB_METRICS = {
     spec.name + {"counter": "_total", "info": "_info"}.get(spec.kind, "") for spec in JOB_FAMILIES
+} | {
+    "hydrogen_printer_job_filament_extruded_meters",
+    "hydrogen_printer_fan_speed_ratio",
+    "hydrogen_printer_feedrate_factor_ratio",
+    "hydrogen_printer_flow_factor_ratio",
+    "hydrogen_printer_position_meters",
 }
 #: Series Prometheus adds to every target itself.
 PROMETHEUS_SERIES = {"up"}
@@ -203,8 +210,12 @@ def dashboard_targets() -> list[tuple[str, str, str]]:
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$instance": ".+", "$printer": ".+"}
 
 #: A file the simulated printer takes several seconds over (G4 dwells), with a slicer
-#: estimate so "time left" has a value from the first line.
-PRINT_FILE = b";TIME:600\nG28\nM104 S200\nG4 S3\nG1 X10 Y10\nG4 S3\nG1 X20 Y20\nM104 S0\n"
+#: estimate so "time left" has a value from the first line, and the fan, factors and
+#: extrusion the telemetry panels show.
+PRINT_FILE = (
+    b";TIME:600\nG28\nM104 S200\nM106 S204\nM220 S100\nM221 S100\nG92 E0\nG1 Z0.2 E1\n"
+    b"G4 S3\nG1 X10 Y10 E2\nG4 S3\nG1 X20 Y20 E3\nM104 S0\n"
+)
 
 #: Panels that show hardware this machine may lack: allowed to be empty only when the
 #: gateway's own scrape has no such series (on a Pi, the throttling panel must show).
@@ -634,6 +645,12 @@ def test_dashboard_covers_the_farm() -> None:
         "hydrogen_job_print_time_left_seconds",
         "hydrogen_job_print_time_elapsed_seconds",
         "hydrogen_job_file_info",
+        "hydrogen_printer_job_filament_extruded_meters",
+        "hydrogen_printer_filament_extruded_meters_total",
+        "hydrogen_printer_fan_speed_ratio",
+        "hydrogen_printer_feedrate_factor_ratio",
+        "hydrogen_printer_flow_factor_ratio",
+        "hydrogen_printer_position_meters",
     }
     assert wanted <= used, wanted - used
     deprecated = {"hydrogen_jobs_total"} | {

@@ -94,6 +94,7 @@ def test_lines_other_than_moves_are_not_extrusion() -> None:
         (["M106 P1 S51", "M106 S0"], {0: 0.0, 1: 0.2}),
         (["M106 S255", "M107"], {0: 0.0}),
         (["M106 P2 S300", "M107 P1"], {1: 0.0, 2: 1.0}),
+        (["M106 P8 S255", "M106 P200"], {}),  # no such fan: bounded series
     ],
 )
 def test_fan_speed_ratio_by_index(lines: list[str], fans: dict[int, float]) -> None:

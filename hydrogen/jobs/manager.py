@@ -175,6 +175,7 @@ class JobManager:
         runner = JobRunner(job, printer, on_change=self._changed, config=self.config)
         self.runners[printer.name] = runner
         self.last_jobs[printer.name] = job
+        printer.telemetry.begin_job()  # the job's filament counts from here
         task = runner.start(prelude=self.store.start(self._record(job, started=time.time())))
         task.add_done_callback(lambda _t, r=runner: self._runner_done(r))
         log.info("job %s: %s started on %s", job.id, job.file, printer.name)
@@ -184,6 +185,7 @@ class JobManager:
         job = runner.job
         if self.runners.get(job.printer) is runner:
             del self.runners[job.printer]
+            self.printers.printers[job.printer].telemetry.end_job()
         queue = self.queues[job.printer]
         printer = self.printers.printers[job.printer]
         if (

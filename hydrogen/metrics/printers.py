@@ -12,13 +12,16 @@ from typing import Protocol
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from hydrogen.metrics.families import FamilySpec, describe
+from hydrogen.metrics.families import Family, FamilySpec, describe
 from hydrogen.metrics.instruments import COMMAND_DURATION
 from hydrogen.printers.printer import Printer, PrinterState
 from hydrogen.printers.state import OPERATIONAL
+from hydrogen.printers.telemetry import AXES
 
 #: Marlin reports heater PWM as 0..127.
 _MAX_POWER = 127.0
+#: G-code lengths are millimetres; Prometheus wants base units (promtool flags "millimeters").
+_MM_PER_M = 1000.0
 
 _P = ("printer",)
 _HEATER = ("printer", "heater")
@@ -80,6 +83,45 @@ ERRORS = FamilySpec(
     "Errors reported by the firmware or the link, by kind.",
     ("printer", "kind"),
 )
+FILAMENT = FamilySpec(
+    "hydrogen_printer_filament_extruded_meters",
+    "counter",
+    "Filament extruded since the gateway started, from the moves the firmware "
+    "acknowledged (retractions and their primes not counted).",
+    _P,
+)
+JOB_FILAMENT = FamilySpec(
+    "hydrogen_printer_job_filament_extruded_meters",
+    "gauge",
+    "Filament extruded by the running job so far (absent when no job runs).",
+    _P,
+)
+FAN = FamilySpec(
+    "hydrogen_printer_fan_speed_ratio",
+    "gauge",
+    "Fan speed as a fraction of full speed, as set by M106/M107 (absent until set).",
+    ("printer", "fan"),
+)
+FEEDRATE = FamilySpec(
+    "hydrogen_printer_feedrate_factor_ratio",
+    "gauge",
+    "Feed-rate factor (M220; 1 is 100 %), absent until set or reported.",
+    _P,
+)
+FLOW = FamilySpec(
+    "hydrogen_printer_flow_factor_ratio",
+    "gauge",
+    "Flow factor of the active extruder (M221; 1 is 100 %), absent until set or reported.",
+    _P,
+)
+POSITION = FamilySpec(
+    "hydrogen_printer_position_meters",
+    "gauge",
+    "Position the firmware last reported (M114, M154 auto-report), absent until reported.",
+    ("printer", "axis"),
+)
+#: What the printer's telemetry tracker knows (hydrogen.printers.telemetry).
+_TELEMETRY: tuple[FamilySpec, ...] = (FILAMENT, JOB_FILAMENT, FAN, FEEDRATE, FLOW, POSITION)
 
 #: (family, attribute of ``Printer.stats``) for the per-printer link counters.
 _LINK_COUNTERS: tuple[tuple[FamilySpec, str], ...] = (
@@ -101,6 +143,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
     *(spec for spec, _ in _LINK_COUNTERS),
     ERRORS,
     COMMAND_DURATION,
+    *_TELEMETRY,
 )
 
 
@@ -123,6 +166,7 @@ class PrinterCollector(Collector):
         temp, target, power = TEMPERATURE.family(), TARGET.family(), POWER.family()
         counters = [(spec.family(), attr) for spec, attr in _LINK_COUNTERS]
         errors = ERRORS.family()
+        telemetry = [spec.family() for spec in _TELEMETRY]
         for p in list(self._printers.values()):
             up = p.state in OPERATIONAL
             firmware = p.firmware
@@ -149,6 +193,7 @@ class PrinterCollector(Collector):
                 family.add_metric([p.name], getattr(p.stats, attr))
             for kind, count in sorted(p.stats.errors_by_kind.items()):
                 errors.add_metric([p.name, kind], count)
+            _add_telemetry(telemetry, p, up=up)
         yield info
         yield connected
         yield state
@@ -159,3 +204,25 @@ class PrinterCollector(Collector):
             yield family
         yield errors
         yield from self._commands.command_families()
+        yield from telemetry
+
+
+def _add_telemetry(families: list[Family], p: Printer, *, up: bool) -> None:
+    """Filament always (a counter since start); the rest only what the firmware said,
+    and only while the link is up (a stale fan or position is not exported)."""
+    filament, job_filament, fan, feedrate, flow, position = families
+    t = p.telemetry
+    filament.add_metric([p.name], t.extruded_mm / _MM_PER_M)
+    if t.job_extruded_mm is not None:
+        job_filament.add_metric([p.name], t.job_extruded_mm / _MM_PER_M)
+    if not up:
+        return
+    for index, ratio in sorted(t.fans.items()):
+        fan.add_metric([p.name, str(index)], ratio)
+    if t.feedrate_factor is not None:
+        feedrate.add_metric([p.name], t.feedrate_factor)
+    if t.flow_factor is not None:
+        flow.add_metric([p.name], t.flow_factor)
+    for axis in AXES:
+        if t.position is not None and axis in t.position:
+            position.add_metric([p.name, axis], t.position[axis] / _MM_PER_M)

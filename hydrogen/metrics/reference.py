@@ -36,6 +36,8 @@ _UNITS = (
     ("_seconds", "seconds"),
     ("_bytes", "bytes"),
     ("_celsius", "°C"),
+    ("_meters", "meters"),
+    ("_factor_ratio", "ratio (1 = 100 %)"),
     ("_ratio", "ratio 0..1"),
     ("_rpm", "rpm"),
 )

@@ -24,6 +24,7 @@ from hydrogen.printers import marlin
 from hydrogen.printers.pending import PendingLine
 from hydrogen.printers.serial_link import LinkProtocol
 from hydrogen.printers.state import LinkStats, PrinterState
+from hydrogen.printers.telemetry import Telemetry
 
 log = logging.getLogger("hydrogen.printers.printer")
 
@@ -47,6 +48,7 @@ class PrinterConnection:
     name: str
     stats: LinkStats
     firmware: marlin.FirmwareInfo | None
+    telemetry: Telemetry
     _notify: Notify
     _opener: Opener
     _on_open: Callable[[], None] | None
@@ -273,8 +275,11 @@ class PrinterConnection:
     def _handshake_finished(self, firmware: marlin.FirmwareInfo) -> asyncio.Task[None] | None:
         """Temperature reporting set up, state ready (also after a reset mid-session)."""
         self.firmware = firmware
+        self.telemetry.firmware_reset()  # a new session or a reset: E, fans, factors unknown
         interval = max(1, round(self.config.temperature_interval))
         poller = None
+        if firmware.capabilities.get("AUTOREPORT_POS"):
+            self._send_internal(f"M154 S{interval}")
         if firmware.capabilities.get("AUTOREPORT_TEMP"):
             self._send_internal(f"M155 S{interval}")
         elif self._poller is None or self._poller.done():

@@ -102,6 +102,7 @@ from hydrogen.printers.marlin_text import (
     validate_gcode,
 )
 from hydrogen.printers.marlin_window import HISTORY_SIZE, MAX_RESPONSE_LINES, _Line
+from hydrogen.printers.telemetry import parse_position
 from hydrogen.printers.temperature import HeaterReading, is_heating_wait, parse_temperatures
 
 __all__ = [
@@ -418,8 +419,12 @@ class MarlinProtocol(_OkAccounting):
             if self._in_flight and _command_word(self._in_flight[0].text) == "M105":
                 self._add_response(text)
             self._events.append(TemperatureReport(heaters, text))
-        else:
+        elif parse_position(text) is None or self._in_flight_word() in ("M114", "G28"):
             self._add_response(text)
+        # else an M154 position auto-report: not the answer of the line in flight
+
+    def _in_flight_word(self) -> str:
+        return _command_word(self._in_flight[0].text) if self._in_flight else ""
 
     def _firmware_error(self, message: str, kind: ErrorKind, *, fatal: bool) -> None:
         self._events.append(FirmwareError(message, kind, fatal))

@@ -33,6 +33,7 @@ from hydrogen.printers.state import (
     PrinterState,
     PrinterUnavailable,
 )
+from hydrogen.printers.telemetry import Telemetry
 
 __all__ = [
     "CommandFailed",
@@ -91,6 +92,7 @@ class Printer(PrinterConnection):
             config.history_seconds, min_interval=min(1.0, config.temperature_interval / 2)
         )
         self.stats = LinkStats()
+        self.telemetry = Telemetry()  # filament, fans, factors, position (what was acknowledged)
         self._proto: marlin.MarlinProtocol | None = None
         self._transport: asyncio.WriteTransport | None = None
         self._task: asyncio.Task[None] | None = None
@@ -161,14 +163,16 @@ class Printer(PrinterConnection):
             case marlin.LineReceived(text=text):
                 self.stats.lines_received += 1
                 self._line_seen.set()
+                self.telemetry.received(text)
                 if text.strip() == "start":
                     self._banner_seen.set()
                 self._publish_serial("recv", text, now)
             case marlin.LineSent(text=text):
                 self.stats.lines_sent += 1
                 self._publish_serial("send", text, now)
-            case marlin.CommandAcknowledged(tag=tag, response=response):
+            case marlin.CommandAcknowledged(tag=tag, line=line, response=response):
                 self._firmware_busy = False
+                self.telemetry.acknowledged(line)
                 self._acknowledged(tag, response)
             case marlin.TemperatureReport(heaters=heaters):
                 self._temperatures(heaters, now)
@@ -370,6 +374,7 @@ class Printer(PrinterConnection):
                 "recoveries": self.stats.recoveries,
                 "errors": dict(self.stats.errors_by_kind),
             },
+            "telemetry": self.telemetry.as_dict(),
         }
 
     def history_payload(self, since: float | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ firmware reset, which may or may not have reset the firmware's E position) count
 nothing: it only tells where E now is. One E axis is followed whatever the tool.
 
 Fans: ``M106 P<fan> S<0-255>`` (no ``S``: full speed) and ``M107 P<fan>`` as
-acknowledged, as a ratio 0..1 by fan index (no ``P``: fan 0). Feed-rate factor:
+acknowledged, as a ratio 0..1 by fan index (no ``P``: fan 0; fans 0 to 7). Feed-rate factor:
 ``M220 S<percent>`` (``B``/``R`` back it up and restore it), flow factor: ``M221
 S<percent>`` for the active tool (``T<n>`` names another) as acknowledged, and the
 firmware's ``FR:100%`` and ``E0 Flow: 100%`` reports (``M220``/``M221`` without
@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from hydrogen.printers.marlin_text import _command_word
 
-__all__ = ["AXES", "Telemetry", "parse_position"]
+__all__ = ["AXES", "MAX_FANS", "Telemetry", "parse_position"]
 
 #: Position axes as reported, in order; also the ``axis`` label's values (lower case).
 AXES: Final = ("x", "y", "z", "e")
@@ -49,6 +49,9 @@ _FEEDRATE_REPORT = re.compile(r"(?:^|[\s:])FR:\s*(\d+(?:\.\d+)?)\s*%")
 _FLOW_REPORT = re.compile(r"(?:^|[\s:])E(\d+)\s+Flow:\s*(\d+(?:\.\d+)?)\s*%")
 _MOVES: Final = frozenset({"G0", "G1", "G2", "G3"})
 _FAN_FULL: Final = 255.0
+#: Fan indices followed (Marlin has at most 8 part fans); a higher P is one the firmware
+#: ignores, and must not grow the fan series without bound.
+MAX_FANS: Final = 8
 
 
 def parse_position(text: str) -> dict[str, float] | None:
@@ -124,7 +127,8 @@ class Telemetry:
             fan = int(params.get("P") or 0)
             speed = params.get("S") if word == "M106" else 0.0
             speed = _FAN_FULL if speed is None else speed
-            self.fans[fan] = min(1.0, max(0.0, speed / _FAN_FULL))
+            if 0 <= fan < MAX_FANS:
+                self.fans[fan] = min(1.0, max(0.0, speed / _FAN_FULL))
         elif word == "M220":
             self._feedrate(_params(line))
         elif word == "M221":
