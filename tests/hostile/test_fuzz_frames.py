@@ -53,6 +53,9 @@ SUCCESS = {
     "files": "files",
     "file": "file",
     "file_delete": "file_deleted",
+    "auth_token": "auth_token",
+    "auth_oneshot": "auth_oneshot",
+    "auth_refresh": "auth_status",
 }
 #: Codes a WebSocket request may get (section 7); server_error is a bug, so not here.
 WS_ERRORS = {
@@ -65,6 +68,8 @@ WS_ERRORS = {
     ErrorCode.CONFLICT,
     ErrorCode.UNAVAILABLE,
     ErrorCode.PRINTER_ERROR,
+    # only as the answer to an auth_refresh whose token is not valid (section 12.3)
+    ErrorCode.AUTH_FAILED,
 }
 
 # -- strategies -----------------------------------------------------------------------
