@@ -69,6 +69,7 @@ ALERTS = {
     "PrinterDisconnectedDuringJob",
     "FilesystemReadOnly",
     "UnderVoltageDuringJob",
+    "StateDiskNearlyFull",
 }
 #: Job metrics that exist only while a job runs (absent from an idle gateway's scrape),
 #: and the printer telemetry that exists only once a job (or an operator) set it.
@@ -222,6 +223,8 @@ PRINT_FILE = (
 HARDWARE = {
     ("Host temperatures", "A"): "hydrogen_host_temperature_celsius{",
     ("Memory used", "B"): "hydrogen_host_memory_swap_total_bytes 0.0",
+    # a state dir on a filesystem the host metrics leave out (tmpfs)
+    ("State disk free", "A"): "hydrogen_host_state_dir_filesystem_info{",
     **{("Raspberry Pi throttling", ref): "hydrogen_host_rpi_undervoltage " for ref in "ABCDE"},
     # firmware errors by kind: none in a clean run
     ("Link health: errors, resends, reconnects, recoveries", "A"): "hydrogen_printer_errors_total{",
@@ -645,6 +648,7 @@ def test_dashboard_covers_the_farm() -> None:
         "hydrogen_job_print_time_left_seconds",
         "hydrogen_job_print_time_elapsed_seconds",
         "hydrogen_job_file_info",
+        "hydrogen_host_state_dir_filesystem_info",
         "hydrogen_printer_job_filament_extruded_meters",
         "hydrogen_printer_filament_extruded_meters_total",
         "hydrogen_printer_fan_speed_ratio",

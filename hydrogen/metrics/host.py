@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client.core import Metric
@@ -40,6 +41,7 @@ from hydrogen.host_linux import MEMINFO_FIELDS
 from hydrogen.host_rpi import FLAGS, is_set
 from hydrogen.metrics.families import Family, FamilySpec, describe
 from hydrogen.metrics.host_legacy import DEPRECATED, legacy_families
+from hydrogen.metrics.state_dir import StateDirFilesystem
 
 __all__ = [
     "DEPRECATED",
@@ -118,6 +120,14 @@ FS_DEVICE_ERROR = _gauge(
     "filesystem_device_error",
     "1 if statvfs of the mount point failed (its size families are then absent).",
     _FS_LABELS,
+)
+#: One series: which filesystem above holds the state dir (join on instance, mountpoint).
+STATE_DIR_FS = FamilySpec(
+    "hydrogen_host_state_dir_filesystem",
+    "info",
+    "The filesystem (mountpoint as in hydrogen_host_filesystem_avail_bytes) holding the "
+    "gateway's state directory: uploads, job history, keys.",
+    ("mountpoint",),
 )
 DISK_READ = _counter("disk_read_bytes", "Bytes read from the disk.", ("device",))
 DISK_WRITTEN = _counter("disk_written_bytes", "Bytes written to the disk.", ("device",))
@@ -212,6 +222,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
     FS_FILES_FREE,
     FS_READONLY,
     FS_DEVICE_ERROR,
+    STATE_DIR_FS,
     DISK_READ,
     DISK_WRITTEN,
     DISK_IO_TIME,
@@ -264,8 +275,9 @@ class SnapshotSource(Protocol):
 class HostCollector(Collector):
     """Custom collector exporting ``sampler.latest``; register it once per registry."""
 
-    def __init__(self, sampler: SnapshotSource) -> None:
+    def __init__(self, sampler: SnapshotSource, state_dir: Path | None = None) -> None:
         self._sampler = sampler
+        self._state_dir = None if state_dir is None else StateDirFilesystem(state_dir)
 
     def describe(self) -> Iterable[Metric]:
         """Empty families for every name, so a registry can detect name clashes at
@@ -277,7 +289,14 @@ class HostCollector(Collector):
         snapshot = self._sampler.latest
         if snapshot is None:
             return []
-        return host_metric_families(snapshot)
+        families = host_metric_families(snapshot)
+        if self._state_dir is not None:
+            mountpoint = self._state_dir.mountpoint(fs.mountpoint for fs in snapshot.filesystems)
+            if mountpoint is not None:
+                info = STATE_DIR_FS.family()
+                info.add_metric([clean_text(mountpoint)], {})
+                families.append(info)
+        return families
 
 
 def host_metric_families(snapshot: HostSnapshot) -> list[Metric]:

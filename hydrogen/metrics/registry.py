@@ -83,7 +83,7 @@ def _printers(sources: Sources) -> Collector | None:
 COLLECTORS: dict[str, Factory] = {
     "process": _process,
     "gateway": lambda s: GatewayCollector(s.gateway),
-    "host": lambda s: HostCollector(s.gateway.sampler),
+    "host": lambda s: HostCollector(s.gateway.sampler, s.gateway.config.state_dir),
     "printers": _printers,
     "jobs": lambda s: None if s.jobs is None else JobCollector(s.jobs),
     "connections": lambda s: None if s.gate is None else ConnectionGateCollector(s.gate),
