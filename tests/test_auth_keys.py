@@ -338,3 +338,45 @@ async def _frames_until_close(ws: aiohttp.ClientWebSocketResponse) -> list[Any]:
             frames.append(message)
             if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                 return frames
+
+
+async def test_a_session_cookie_acts_as_its_key_and_dies_with_it(gateway_client) -> None:
+    from hydrogen.server.session import COOKIE_NAME, SESSIONS
+
+    _, client = await gateway_client()
+    secret = (await _add(client, "night-shift", "control"))["secret"]
+    # What the dashboard's sign-in does with a key (POST /login).
+    cookie = client.server.app[SESSIONS].issue(secret, Role.CONTROL)
+    headers = {"Cookie": f"{COOKIE_NAME}={cookie}", "Origin": str(client.make_url("/"))[:-1]}
+    assert secret not in cookie
+    ws = await _ws(client, headers)
+    await ws.send_json({"type": "status", "id": 1})
+    assert (await receive_until(ws, lambda f: f.get("id") == 1))["type"] == "status"
+    assert (await client.get("/api/system/info", headers=headers)).status == 200
+    await client.post("/api/keys/night-shift/rotate", headers=_admin())
+    await _closed_with(ws, CloseCode.CREDENTIALS_REVOKED)
+    refused = await client.get("/api/system/info", headers=headers)
+    assert refused.status == 401
+
+
+async def test_identify_credential_is_the_one_lookup_for_other_transports(gateway_client) -> None:
+    from hydrogen.server.auth import identify_credential
+
+    _, client = await gateway_client()
+    app = client.server.app
+    secret = (await _add(client, "octo-slicer", "control", printers=[]))["secret"]
+    token = (
+        await (
+            await client.post(
+                "/api/auth/token", json={"role": "monitor"}, headers={"X-Api-Key": CONTROL_KEY}
+            )
+        ).json()
+    )["token"]
+    by_key = identify_credential(app, secret)
+    assert by_key is not None and (by_key.name, by_key.role) == ("octo-slicer", Role.CONTROL)
+    assert by_key.printers == frozenset()
+    by_token = identify_credential(app, token)
+    assert by_token is not None and (by_token.name, by_token.role) == ("ctl", Role.MONITOR)
+    assert identify_credential(app, MONITOR_KEY).name == "mon"
+    for wrong in ("", "wrong-key-123", token[:-3] + "abc", secret[:-2] + "xy"):
+        assert identify_credential(app, wrong) is None
