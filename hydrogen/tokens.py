@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -183,7 +183,3 @@ def _claims(body: dict[str, object]) -> Claims | None:
         )
     except (KeyError, ValueError, AttributeError):
         return None
-
-
-def scope_list(printers: Iterable[str] | None) -> list[str] | None:
-    return sorted(printers) if printers is not None else None

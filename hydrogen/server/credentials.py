@@ -22,6 +22,7 @@ from hydrogen.dispatch import Session
 from hydrogen.identity import Identity
 from hydrogen.keyring import Keyring
 from hydrogen.keystore import KeyStore, load_secret
+from hydrogen.protocol import CloseCode
 from hydrogen.server.limits import FailureLimiter
 from hydrogen.tokens import TokenIssuer
 
@@ -80,8 +81,6 @@ class Credentials:
 
     async def end_revoked(self) -> int:
         """Close every connection whose key is gone or rotated; returns how many."""
-        from hydrogen.protocol import CloseCode
-
         doomed = [login for login in self.logins.values() if not self.still_valid(login.identity)]
         for login in doomed:
             log.info(

@@ -126,14 +126,14 @@ class _KeyRequests:
     async def revoke(self, call: Call) -> dict[str, Any]:
         self._manageable(call)
         entry = await self._edit(self.store.revoke, call["name"])
-        closed = await self._end_now()
+        closed = await self.credentials.end_revoked()
         log.info("key %r revoked by %r", entry.name, call.identity.name)
         return {"revoked": entry.name, "closed_connections": closed}
 
     async def rotate(self, call: Call) -> dict[str, Any]:
         self._manageable(call)
         entry, secret = await self._edit(self.store.rotate, call["name"])
-        closed = await self._end_now()
+        closed = await self.credentials.end_revoked()
         record = await asyncio.to_thread(self.keyring.by_name, entry.name)
         log.info("key %r rotated by %r", entry.name, call.identity.name)
         return {
@@ -162,9 +162,6 @@ class _KeyRequests:
             raise ProtocolError(_STORE_ERRORS[exc.kind], exc.message) from None
         await asyncio.to_thread(self.keyring.refresh, force=True)
         return result
-
-    async def _end_now(self) -> int:
-        return await self.credentials.end_revoked()
 
     # -- tokens ------------------------------------------------------------------------
     async def token(self, call: Call) -> dict[str, Any]:
