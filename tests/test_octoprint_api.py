@@ -361,3 +361,21 @@ async def test_a_key_scoped_to_one_printer_sees_only_its_octoprint(gateway_clien
         response = await client.get(path, headers=headers)
         assert response.status == 404, path
         assert list(await response.json()) == ["error"]
+
+
+async def test_guessing_keys_through_the_octoprint_paths_is_limited_too(gateway_client):
+    """The per-address limit on failed authentications holds on the OctoPrint paths:
+    they are no side door. After the limit, even the right key waits (429), as on
+    Hydrogen's own API, and Hydrogen's own API refuses the address as well."""
+    gateway, client = await octoprint_gateway(gateway_client)
+    limit = gateway.config.auth.max_failures
+    for attempt in range(limit):
+        response = await client.get("/api/job", headers={"X-Api-Key": f"guess-{attempt}"})
+        assert response.status == 403, attempt
+    refused = await client.get("/api/job", headers={"X-Api-Key": CONTROL_KEY})
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    assert list(await refused.json()) == ["error"]
+    ours = await client.get("/api/printers", headers={"X-Api-Key": CONTROL_KEY})
+    assert ours.status == 429
+    assert gateway.connections.auth_failures["invalid_key"] == limit

@@ -10,10 +10,13 @@ or missing key is OctoPrint's 403, not Hydrogen's 401: OctoPrint's clients take 
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from hydrogen.identity import Identity
 from hydrogen.server import auth
+from hydrogen.server.errors import ErrorResponse
 from hydrogen.server.keys import CREDENTIALS
 
 #: OctoPrint's words for a refused request (its clients show them).
@@ -38,14 +41,29 @@ def presented_key(request: web.Request) -> tuple[str, str] | None:
 
 
 async def identify(request: web.Request) -> Identity | None:
+    """The caller, or None. Wrong keys count against the address as on Hydrogen's own
+    API, and an address past the limit is refused (429) whatever it presents: the
+    OctoPrint paths are no side door for guessing keys."""
     found = presented_key(request)
     if found is None:
         return None
     credentials = request.app.get(CREDENTIALS)
     if credentials is not None:
+        wait = auth.retry_after(request)
+        if wait:
+            raise ErrorResponse(
+                web.json_response(
+                    {"error": "Too many failed authentications from this address"},
+                    status=429,
+                    headers={"Retry-After": str(math.ceil(wait))},
+                )
+            )
         # a stored key's slow hash, off the event loop (as auth.prepare does for ours)
         await credentials.keyring.warm(found[0])
-    return auth.identify_credential(request.app, found[0], via=found[1])
+    identity = auth.identify_credential(request.app, found[0], via=found[1])
+    if identity is None and credentials is not None:
+        auth.note_failure(request, "invalid_key")
+    return identity
 
 
 def forbidden(message: str = FORBIDDEN) -> web.Response:

@@ -196,7 +196,27 @@ def check(request: web.Request, *, allow_query: bool = False) -> Authenticated:
     result, reason = _resolve(credentials, *found)
     if result is not None:
         return result
-    gateway.connections.auth_failures[reason] += 1
+    note_failure(request, reason)
+    raise ErrorResponse(auth_failed(request, allow_query=allow_query, reason=reason))
+
+
+def retry_after(request: web.Request) -> float:
+    """Seconds this address must wait after too many failed authentications (0: none).
+
+    For transports that check credentials themselves (the OctoPrint adapter): the
+    limit is per address, whichever door the guesses come through.
+    """
+    wait = _credentials(request.app).failures.retry_after(request.remote or "")
+    if wait:
+        request.app[GATEWAY].connections.auth_failures["rate_limited"] += 1
+    return wait
+
+
+def note_failure(request: web.Request, reason: str) -> None:
+    """Count a failed authentication against its address; log once per burst."""
+    credentials = _credentials(request.app)
+    ip = request.remote or ""
+    request.app[GATEWAY].connections.auth_failures[reason] += 1
     count = credentials.failures.fail(ip)
     if count == 1:
         log.info("authentication failed from %s (%s)", ip, reason)
@@ -209,7 +229,6 @@ def check(request: web.Request, *, allow_query: bool = False) -> Authenticated:
             credentials.failures.window,
             reason,
         )
-    raise ErrorResponse(auth_failed(request, allow_query=allow_query, reason=reason))
 
 
 def identify(request: web.Request, *, allow_query: bool = False) -> Identity | None:
