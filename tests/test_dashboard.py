@@ -16,6 +16,7 @@ import pytest
 
 from hydrogen.config import ApiKey, ServerConfig
 from hydrogen.gateway import Gateway
+from hydrogen.keystore import KeyStore
 from hydrogen.protocol import SUBPROTOCOL, Role
 from hydrogen.server import dashboard
 from hydrogen.server.app import create_app
@@ -467,3 +468,20 @@ async def test_without_web_files_the_gateway_still_works(aiohttp_client, tmp_pat
     assert response.status == 303 and token
     assert (await client.get("/api/system/info", headers=cookie_header(token))).status == 200
     assert (await client.get("/static/dashboard.js")).status == 404
+
+
+async def test_a_key_made_at_run_time_signs_in_with_its_name(gateway_client, tmp_path):
+    """`hydrogen keys add` while the gateway runs: the new key signs in to the page,
+    the session carries its name, and a JWT is not a key to sign in with."""
+    _, client = await gateway_client()
+    _, secret = KeyStore(tmp_path).add("night-shift", Role.CONTROL)
+    response, token = await sign_in(client, secret)
+    assert response.status == 303 and token
+    ws = await cookie_ws(client, token)
+    welcome = await receive_json(ws)
+    assert (welcome["name"], welcome["role"]) == ("night-shift", "control")
+    await ws.close()
+    jwt = await client.post("/api/auth/token", headers={"X-Api-Key": secret})
+    bearer = (await jwt.json())["token"]
+    response, token = await sign_in(client, bearer)
+    assert response.status == 401 and token is None

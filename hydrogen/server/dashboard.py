@@ -20,6 +20,7 @@ and without (or with a stale) ``v`` it must be revalidated.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -36,8 +37,9 @@ from aiohttp import web
 
 from hydrogen import __version__
 from hydrogen.identity import Identity
-from hydrogen.server import audit_edge, session
-from hydrogen.server.keys import GATEWAY
+from hydrogen.server import audit_edge, auth, session
+from hydrogen.server.keys import CREDENTIALS
+from hydrogen.tokens import looks_like_jwt
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +271,8 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     key = form.get("key")
     key = key.strip() if isinstance(key, str) else ""
-    gateway = request.app[GATEWAY]
-    role = gateway.config.role_for(key) if key else None
+    identity = await _key_identity(request, key)
+    role = identity.role if identity is not None else None
     if role is None:
         _record_failure(request)
         log.info("dashboard sign-in refused for %s: wrong key", request.remote)
@@ -290,14 +292,20 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         secure=session.request_scheme(request) == "https",
     )
     log.info("dashboard sign-in from %s (role %s)", request.remote, role.label)
-    _audit_sign_in(request, key, role)
+    audit_edge.record(request, identity, "sign_in", via="dashboard")
     return response
 
 
-def _audit_sign_in(request: web.Request, key: str, role: Any) -> None:
-    entry = request.app[GATEWAY].config.key_for(key)
-    name = entry.name if entry is not None else ""
-    audit_edge.record(request, Identity(role, "cookie", name), "sign_in", via="dashboard")
+async def _key_identity(request: web.Request, key: str) -> Identity | None:
+    """Who a typed key is, from the config or the key store (a key made at run time
+    signs in too); a token is not a key to sign in with."""
+    if not key or looks_like_jwt(key):
+        return None
+    credentials = request.app.get(CREDENTIALS)
+    if credentials is not None:
+        await credentials.keyring.warm(key)  # a stored key's slow hash, off the loop
+    identity = auth.identify_credential(request.app, key, via="cookie")
+    return dataclasses.replace(identity, via="cookie") if identity is not None else None
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
