@@ -22,6 +22,7 @@ from yarl import URL
 from hydrogen.config import ApiKey, OctoPrintConfig, PrinterConfig
 from hydrogen.printers.printer import PrinterState
 from hydrogen.protocol import Role
+from tests.conftest import ADMIN_KEY as GATEWAY_ADMIN_KEY
 from tests.conftest import CONTROL_KEY, MONITOR_KEY
 from tests.octoprint_truth.cases import CASES, GCODE, PHASES, Case
 from tests.octoprint_truth.record import TRUTH
@@ -327,6 +328,14 @@ async def test_a_print_through_the_octoprint_api_reaches_the_printer(gateway_cli
             await asyncio.sleep(0.05)
     info = await (await client.get("/api/files/local/part.gcode", headers=headers)).json()
     assert info["prints"]["failure"] == 1 and info["prints"]["last"]["success"] is False
+    # The audit trail says who did it, and through which door.
+    trail = await client.get("/api/audit", headers={"X-Api-Key": GATEWAY_ADMIN_KEY})
+    records = (await trail.json())["records"]
+    done = {(r["action"], r["identity"], r["transport"]) for r in records}
+    assert ("upload", "ctl", "octoprint") in done, records
+    assert ("job_start", "ctl", "octoprint") in done, records
+    assert ("job_cancel", "ctl", "octoprint") in done, records
+    assert all(r["remote"] for r in records if r["transport"] == "octoprint")
 
 
 def test_the_cases_cover_every_phase():

@@ -77,10 +77,14 @@ class Ask:
     printer: str
     #: The URL of this printer's OctoPrint root (file refs point below it).
     base: str
+    #: The client's address, for the audit trail.
+    remote: str | None = None
 
     async def call(self, name: str, **members: Any) -> Payload:
         try:
-            payload = await self.api.call(name, members, self.identity)
+            payload = await self.api.call(
+                name, members, self.identity, transport="octoprint", remote=self.remote
+            )
         except ProtocolError as exc:
             raise refusal(exc) from None
         return payload or {}
@@ -140,6 +144,7 @@ class OctoPrintAdapter:
                 identity or Identity(Role.MONITOR, "none", ""),
                 printer,
                 f"{request.scheme}://{request.host}{prefix}",
+                request.remote,
             )
             try:
                 return await handler(self, request, ask)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from hydrogen.jobs.files import FileError
+from hydrogen.jobs.requests import file_error
 from hydrogen.octoprint import answers
 from hydrogen.octoprint.adapter import (
     NOT_OPERATIONAL,
@@ -22,6 +23,7 @@ from hydrogen.octoprint.adapter import (
     body,
     no_content,
 )
+from hydrogen.server import audit_edge
 from hydrogen.server.jobs_api import receive_upload
 
 
@@ -83,7 +85,11 @@ async def upload(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> w
     try:
         stored, fields = await receive_upload(request)
     except FileError as exc:
+        audit_edge.record(
+            request, ask.identity, "upload", outcome=str(file_error(exc).code), via="octoprint"
+        )
         raise Refused(exc.status, exc.message) from None
+    audit_edge.record(request, ask.identity, "upload", target=stored.name, via="octoprint")
     truthy = ("true", "1", "yes", "on")
     start = fields.get("print", "").lower() in truthy
     select = start or fields.get("select", "").lower() in truthy
