@@ -124,3 +124,16 @@ def test_the_cycle_finder_finds_cycles(tmp_path: Path) -> None:
     )
     (package / "c.py").write_text("import pkg.a\n")
     assert cycles(import_graph(package)) == [["pkg.a", "pkg.sub.b"]]
+
+
+#: A module past this is usually two concepts (issue 22 brought every file under it).
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_of_the_package_passes_the_line_limit() -> None:
+    long = {
+        str(path.relative_to(ROOT)): count
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"split these along a seam that explains itself: {long}"
