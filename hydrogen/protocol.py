@@ -359,6 +359,7 @@ class Push(enum.StrEnum):
     ACTION = "action"
     PRINTER_ERROR = "printer_error"
     NOTIFICATION = "notification"
+    AUDIT = "audit"
 
 
 def push(frame_type: Push, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -124,11 +124,12 @@ class AuditTrail:
     def _append(self, record: AuditRecord) -> None:
         stored = self.store.append(record)
         self.recorded += 1
-        self.gateway.hub.publish(
-            AUDIT_TOPIC,
-            protocol.push("audit", AUDIT_TOPIC, stored.as_dict()),  # type: ignore[arg-type]
-            narrow=narrow_audit,
-        )
+        if self.gateway.hub.has_subscribers(AUDIT_TOPIC):
+            self.gateway.hub.publish(
+                AUDIT_TOPIC,
+                protocol.push(protocol.Push.AUDIT, AUDIT_TOPIC, stored.as_dict()),
+                narrow=narrow_audit,
+            )
 
     # -- reading -------------------------------------------------------------------------
     async def query(self, caller: Identity, **filters: Any) -> list[AuditRecord]:
