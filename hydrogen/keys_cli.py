@@ -9,10 +9,13 @@ stdout, and is kept nowhere but in the caller's hands.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import time
 
+from hydrogen.audit import inbox
+from hydrogen.audit.record import AuditRecord
 from hydrogen.config import Config, ConfigError, load_config
 from hydrogen.keystore import KeyStore, KeyStoreError, StoredKey
 from hydrogen.protocol import Role
@@ -77,6 +80,7 @@ def _run(args: argparse.Namespace, config: Config, store: KeyStore) -> int:
             reserved={k.name for k in config.keys},
         )
         _shown_once(entry, secret, "added")
+        _audit(config, "key_add", entry.name)
         return 0
     if args.name in {k.name for k in config.keys}:
         print(
@@ -87,10 +91,29 @@ def _run(args: argparse.Namespace, config: Config, store: KeyStore) -> int:
     if args.action == "revoke":
         entry = store.revoke(args.name)
         print(f"revoked {entry.name!r}; its connections, tokens and sessions end now")
+        _audit(config, "key_revoke", entry.name)
         return 0
     entry, secret = store.rotate(args.name)
     _shown_once(entry, secret, "rotated")
+    _audit(config, "key_rotate", entry.name)
     return 0
+
+
+def _audit(config: Config, action: str, name: str) -> None:
+    """The change, for the gateway's audit trail: done by this machine's user, as an
+    administrator (whoever can write the state dir is one)."""
+    record = AuditRecord(
+        time=time.time(),
+        identity=f"cli:{getpass.getuser()}",
+        role=Role.ADMIN.label,
+        transport="cli",
+        action=action,
+        target=name,
+    )
+    try:
+        inbox.post(config.state_dir, record)
+    except OSError as exc:
+        print(f"hydrogen: the change is made but not audited: {exc}", file=sys.stderr)
 
 
 def _shown_once(entry: StoredKey, secret: str, done: str) -> None:

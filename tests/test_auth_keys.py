@@ -321,6 +321,12 @@ async def test_the_keys_command_works_while_the_gateway_runs(tmp_path) -> None:
             refused = await session.get(f"{base}/api/system/info", headers={"X-Api-Key": secret})
             assert refused.status == 401
             assert hydrogen("keys", "--config", str(config), "revoke", "boss").returncode == 1
+            # The command line's changes are in the gateway's audit trail, as the API's are.
+            trail = await session.get(f"{base}/api/audit", headers={"X-Api-Key": ADMIN_KEY})
+            records = (await trail.json())["records"]
+            by_cli = [(r["action"], r["target"]) for r in records if r["transport"] == "cli"]
+            assert by_cli == [("key_revoke", "night-shift"), ("key_add", "night-shift")]
+            assert all(r["identity"].startswith("cli:") for r in records if r["transport"] == "cli")
     finally:
         gw.stop()
     log = gw.stderr()

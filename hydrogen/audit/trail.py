@@ -12,6 +12,7 @@ A record is published at once on the ``audit`` topic (admin identities only, see
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import math
@@ -21,6 +22,7 @@ from typing import Any
 
 from hydrogen import protocol
 from hydrogen.api import Call, Definition, HttpRoute, Param
+from hydrogen.audit import inbox
 from hydrogen.audit.record import OK, AuditRecord, clip
 from hydrogen.audit.store import AuditStore
 from hydrogen.gateway import Gateway
@@ -58,6 +60,17 @@ class AuditTrail:
         await self.store.open()
         early, self._early = self._early, []
         for record in early:
+            self._append(record)
+        await self.take_inbox()
+
+    async def take_inbox(self) -> None:
+        """Records the command line posted (``hydrogen keys``), into the trail."""
+        try:
+            posted = await asyncio.to_thread(inbox.take, self.gateway.config.state_dir)
+        except OSError:
+            log.exception("audit: could not read the inbox of the command line's records")
+            return
+        for record in posted:
             self._append(record)
 
     async def stop(self) -> None:
@@ -134,6 +147,7 @@ class AuditTrail:
     # -- reading -------------------------------------------------------------------------
     async def query(self, caller: Identity, **filters: Any) -> list[AuditRecord]:
         """Records newest first, only those about the printers ``caller`` may see."""
+        await self.take_inbox()
         return await self.store.query(scope=caller.printers, **filters)
 
 
