@@ -972,3 +972,24 @@ def test_a_dwell_s_lost_ok_is_noticed_after_the_dwell_not_the_long_allowance(
     proto.check_timeouts(5.0 + seconds + 0.1)
     assert of(proto.next_events(), LinkStalled)
     assert proto.data_to_send(5.0 + seconds + 0.1) == frame(3, "M105")
+
+
+def test_a_stale_resend_after_a_reset_cannot_trap_the_handshake_in_a_loop() -> None:
+    """A firmware reset mid-print: lines the host wrote after the board rebooted and
+    before it read ``start`` make the new firmware ask ``Resend: 1``, which arrives
+    after the handshake was queued. The handshake's M110 is then numbered N1, and its
+    argument must say N1 too: ``N1 M110 N0`` set the firmware back to 0, it asked for
+    N1 again after every M115, and the printer stayed ``connecting`` for ever (found
+    by tests/test_job_model.py, seed 2133531639)."""
+    proto = connected()
+    proto.send("G1 X1", "job")
+    proto.data_to_send(0.0)
+    events = feed(proto, "start\n")
+    assert of(events, FirmwareReset)
+    events = feed(proto, "Resend: 1\nok\n")  # the reboot's answer to the stale N2 line
+    wire = proto.data_to_send(0.0)
+    assert wire == frame(1, "M110 N1")
+    feed(proto, "ok\n")  # Marlin's counter is now 1: it expects N2
+    assert proto.data_to_send(0.0) == frame(2, "M115")
+    feed(proto, MARLIN_M115 + b"ok\n")
+    assert proto.handshake_complete

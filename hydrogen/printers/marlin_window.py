@@ -198,6 +198,12 @@ class _LineWindow:
         if line.number is None:
             line.number = self._next_number
             self._next_number += 1
+            if line.text.split(" ", 1)[0] == "M110":
+                # M110 sets the firmware's counter to its argument: the two must agree, or
+                # "N1 M110 N0" leaves the firmware expecting 1 again, asking for N1 once
+                # more and so on for ever (a stale Resend: renumbered a handshake that
+                # way after a reset mid-print). Only this module writes M110.
+                line.text = f"M110 N{line.number}"
             self._last_number = line.number
             self._history[line.number] = line.text
             while len(self._history) > HISTORY_SIZE:
