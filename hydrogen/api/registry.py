@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -77,16 +76,7 @@ class Api:
         definition = name if isinstance(name, Definition) else self._definitions.get(name)
         if definition is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown request type {name!r}")
-        call = Call(
-            definition.name,
-            {},
-            identity,
-            session=session,
-            request_id=request_id,
-            members=members,
-            transport=transport,
-            remote=remote,
-        )
+        params: dict[str, Any] = {}
         try:
             self.authorize(definition, identity)
             params = definition.validate(members, from_text=from_text)
@@ -97,7 +87,32 @@ class Api:
                     raise ProtocolError(
                         ErrorCode.NOT_FOUND, f"no printer named {printer!r}", {"printer": printer}
                     )
-            call = dataclasses.replace(call, params=params)
+            call = Call(
+                definition.name,
+                params,
+                identity,
+                session=session,
+                request_id=request_id,
+                members=members,
+                transport=transport,
+                remote=remote,
+            )
+        except ProtocolError as exc:
+            refused = Call(
+                definition.name,
+                params,
+                identity,
+                session=session,
+                request_id=request_id,
+                members=members,
+                transport=transport,
+                remote=remote,
+            )
+            self._tell(definition, refused, exc)
+            raise
+        if not self._observers:
+            return await definition.handler(call)
+        try:
             payload = await definition.handler(call)
         except ProtocolError as exc:
             self._tell(definition, call, exc)
