@@ -31,12 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydrogen import sqlite_wal
 from hydrogen.audit.record import AuditRecord
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 10_000
 #: The longest a record waits on the event loop before it is written.
 FLUSH_SECONDS = 0.05
 _T = TypeVar("_T")
@@ -116,28 +116,15 @@ class AuditStore:
     def _open_sync(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlite_wal.connect(self.path)
         self._conn = conn
         if fresh:
             os.chmod(self.path, 0o600)  # who did what is for the administrator only
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RuntimeError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path}: audit schema {version} is newer than this gateway"
-                    f" understands ({SCHEMA_VERSION}); refusing to touch it"
-                )
+            version = sqlite_wal.schema_version(conn, self.path, "audit", SCHEMA_VERSION)
             if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                sqlite_wal.create(conn, _SCHEMA, SCHEMA_VERSION)
             last = conn.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0]
             self._prune(last)  # a lowered audit.max_rows applies at once
             conn.execute("COMMIT")

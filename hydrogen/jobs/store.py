@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydrogen import sqlite_wal
+
 __all__ = [
     "CRASH_REASON",
     "FINAL_OUTCOMES",
@@ -48,7 +50,6 @@ FINAL_OUTCOMES = OUTCOMES - {"running"}
 CRASH_REASON = "gateway stopped while the job was running"
 SCHEMA_VERSION = 2
 #: How long a write waits for a lock held by another process (a backup, sqlite3 CLI).
-BUSY_TIMEOUT_MS = 10_000
 
 _T = TypeVar("_T")
 
@@ -170,29 +171,13 @@ class JobStore:
 
     def _open_sync(self) -> list[JobRecord]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; each statement or explicit
-        # BEGIN ... COMMIT below is the unit that reaches the disk.
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlite_wal.connect(self.path)
         self._conn = conn
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RuntimeError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path}: job history schema {version} is newer than this gateway"
-                    f" understands ({SCHEMA_VERSION}); refusing to touch it"
-                )
+            version = sqlite_wal.schema_version(conn, self.path, "job history", SCHEMA_VERSION)
             if version == 0:
-                # Statement by statement: executescript() would commit mid-transaction.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                sqlite_wal.create(conn, _SCHEMA, SCHEMA_VERSION)
             for upgrade in range(version + 1, SCHEMA_VERSION + 1) if version else ():
                 for statement in _MIGRATIONS[upgrade]:
                     conn.execute(statement)
