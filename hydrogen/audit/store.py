@@ -1,7 +1,8 @@
 """The audit trail in SQLite, kept off the event loop.
 
 Built like the job history (:mod:`hydrogen.jobs.store`): one worker thread owns the
-connection and runs every statement in call order; WAL with ``synchronous=NORMAL``,
+connection and runs every statement in call order
+(:class:`hydrogen.sqlite_worker.SqliteWorker`); WAL with ``synchronous=NORMAL``,
 so a committed record survives the gateway being killed. Its own file
 (``audit.sqlite3`` in the state dir, mode 0600), so the audit trail's retention
 and schema never touch the job history.
@@ -22,24 +23,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import functools
 import logging
 import os
-import sqlite3
-from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hydrogen import sqlite_wal
 from hydrogen.audit.record import AuditRecord
+from hydrogen.sqlite_worker import SqliteWorker
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 #: The longest a record waits on the event loop before it is written.
 FLUSH_SECONDS = 0.05
-_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE audit (
@@ -66,18 +64,15 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
     return AuditRecord(*row)
 
 
-class AuditStore:
+class AuditStore(SqliteWorker):
     """Create, ``await open()``, :meth:`append` and :meth:`query`, ``await close()``."""
 
     def __init__(self, path: Path, *, max_rows: int) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be positive, not {max_rows!r}")
-        self.path = Path(path)
+        super().__init__(path, what="the audit store", thread_name="hydrogen-audit-db")
         self.max_rows = max_rows
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
         self._next_id = 1
-        self._closed = False
         #: Inserts handed to the worker and not yet done (close waits for them).
         self._writes: set[concurrent.futures.Future[None]] = set()
         #: Numbered records not yet handed to the worker, and the timer that will.
@@ -85,33 +80,9 @@ class AuditStore:
         self._flush_timer: asyncio.TimerHandle | None = None
         self.write_errors = 0
 
-    @property
-    def is_open(self) -> bool:
-        return self._executor is not None and not self._closed
-
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if not self.is_open:
-            raise RuntimeError("the audit store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("the audit store is not open")
-        return self._conn
-
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
-        if self._executor is not None or self._closed:
-            raise RuntimeError("an AuditStore can be opened once")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrogen-audit-db")
-        try:
-            self._next_id = await self._run(self._open_sync) + 1
-        except BaseException:
-            self._executor.submit(self._close_sync)
-            self._executor.shutdown(wait=False)
-            self._closed = True
-            raise
+        self._next_id = await self._open_worker(self._open_sync) + 1
 
     def _open_sync(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,20 +106,9 @@ class AuditStore:
 
     async def close(self) -> None:
         """Write what is queued, wait for it, then close. Safe to call twice."""
-        if self._closed or self._executor is None:
-            self._closed = True
-            return
-        self.flush()
-        try:
-            await self._run(self._close_sync)
-        finally:
-            self._closed = True
-            self._executor.shutdown(wait=False)
-
-    def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self.is_open:
+            self.flush()  # the worker runs in order: the close waits for the batch
+        await super().close()
 
     # -- writes ------------------------------------------------------------------------------
     def append(self, record: AuditRecord) -> AuditRecord:

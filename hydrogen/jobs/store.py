@@ -4,9 +4,10 @@ Why it is built this way:
 
 * ``sqlite3`` calls block (disk I/O, fsync at checkpoints, waiting on a lock
   held by a backup tool), and the event loop also drives the printers' serial
-  links. So every statement runs in one dedicated worker thread, reached with
-  ``loop.run_in_executor``. One thread, because a sqlite3 connection belongs
-  to the thread that made it; it also serialises the writes in call order.
+  links. So every statement runs in one dedicated worker thread
+  (:class:`hydrogen.sqlite_worker.SqliteWorker`). One thread, because a sqlite3
+  connection belongs to the thread that made it; it also serialises the writes
+  in call order.
 * Every write commits at once, in WAL mode with ``synchronous=NORMAL``: a
   committed record survives the gateway being killed (``kill -9``, OOM
   killer) at any point. Only a power loss or kernel crash can roll back the
@@ -24,17 +25,14 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hydrogen import sqlite_wal
+from hydrogen.sqlite_worker import SqliteWorker
 
 __all__ = [
     "CRASH_REASON",
@@ -49,9 +47,6 @@ OUTCOMES = frozenset({"running", "completed", "failed", "cancelled"})
 FINAL_OUTCOMES = OUTCOMES - {"running"}
 CRASH_REASON = "gateway stopped while the job was running"
 SCHEMA_VERSION = 2
-#: How long a write waits for a lock held by another process (a backup, sqlite3 CLI).
-
-_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -130,27 +125,11 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     return JobRecord(*row)
 
 
-class JobStore:
+class JobStore(SqliteWorker):
     """The job history database. Create, ``await open()``, use, ``await close()``."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-
-    # -- plumbing --------------------------------------------------------------------------
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn(*args)`` in the store's worker thread and wait for it."""
-        if self._executor is None or self._closed:
-            raise RuntimeError("the job store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("the job store is not open")
-        return self._conn
+        super().__init__(path, what="the job store", thread_name="hydrogen-jobs-db")
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> list[JobRecord]:
@@ -158,16 +137,7 @@ class JobStore:
 
         Returns the records it marked failed, so the caller can report them.
         """
-        if self._executor is not None or self._closed:
-            raise RuntimeError("a JobStore can be opened once")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrogen-jobs-db")
-        try:
-            return await self._run(self._open_sync)
-        except BaseException:
-            self._executor.submit(self._close_sync)
-            self._executor.shutdown(wait=False)
-            self._closed = True
-            raise
+        return await self._open_worker(self._open_sync)
 
     def _open_sync(self) -> list[JobRecord]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,23 +170,6 @@ class JobStore:
             conn.execute("ROLLBACK")
             raise
         return [record for record in marked if record is not None]
-
-    async def close(self) -> None:
-        """Close the database and stop the worker thread. Safe to call twice."""
-        if self._closed or self._executor is None:
-            self._closed = True
-            return
-        try:
-            await self._run(self._close_sync)
-        finally:
-            self._closed = True
-            # The worker is idle now: this does not wait for anything.
-            self._executor.shutdown(wait=False)
-
-    def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     # -- writes ----------------------------------------------------------------------------
     async def start(self, record: JobRecord) -> None:
