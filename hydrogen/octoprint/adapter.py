@@ -27,6 +27,7 @@ from hydrogen.octoprint import answers
 from hydrogen.octoprint.appkeys import AppKeys
 from hydrogen.octoprint.auth import forbidden, identify
 from hydrogen.protocol import ErrorCode, ProtocolError, Role
+from hydrogen.server import http_api
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,17 @@ log = logging.getLogger(__name__)
 COMMAND_WAIT_SECONDS = 2.0
 NOT_OPERATIONAL = "Printer is not operational"
 
+#: The HTTP status of each error code on OctoPrint's API: Hydrogen's own
+#: (:data:`hydrogen.server.http_api.STATUS_FOR`, so a new code has one here too) but
+#: where OctoPrint answers otherwise.
 STATUS_FOR: Mapping[ErrorCode, int] = {
-    ErrorCode.INVALID_MESSAGE: 400,
+    **http_api.STATUS_FOR,
+    # OctoPrint answers a missing or wrong key with 403, never 401
     ErrorCode.AUTH_FAILED: 403,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.UNKNOWN_TYPE: 404,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.UNAVAILABLE: 409,
+    # OctoPrint answers 409 where the printer cannot do what is asked
     ErrorCode.PRINTER_ERROR: 409,
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.TIMEOUT: 504,
-    ErrorCode.TOO_MANY_CONNECTIONS: 503,
+    # (no row of its own before: it answered the 400 every unlisted code did)
+    ErrorCode.SERVER_ERROR: 400,
 }
 
 

@@ -21,7 +21,8 @@ from hydrogen.protocol import ErrorCode, ProtocolError
 from hydrogen.server import auth
 from hydrogen.server.errors import json_error
 
-#: The HTTP status of each error code, for every HTTP route built from a definition.
+#: The HTTP status of each error code, for every HTTP route built from a definition
+#: (OctoPrint's API answers the same but for a few: hydrogen.octoprint.adapter).
 STATUS_FOR: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_MESSAGE: 400,
     ErrorCode.AUTH_FAILED: 401,
