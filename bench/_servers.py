@@ -210,6 +210,7 @@ def run_gateway(args: argparse.Namespace, gc_monitor: GcMonitor) -> int:
     return cli.main(
         [
             "serve",
+            "--no-announce",
             "--config",
             args.config,
             "--host",

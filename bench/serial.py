@@ -482,9 +482,9 @@ class Rig:
         state.mkdir(exist_ok=True)
         config = self.workdir / f"{self.name}.toml"
         config.write_text(gateway_toml(self.link, window))
-        serve = ["hydrogen", "serve", "--config", str(config), "--host", "127.0.0.1"]
-        serve += ["--port", "0", "--api-key", self.key, "--state-dir", str(state)]
-        serve += ["--log-level", "warning"]
+        serve = ["hydrogen", "serve", "--no-announce", "--config", str(config)]
+        serve += ["--host", "127.0.0.1", "--port", "0", "--api-key", self.key]
+        serve += ["--state-dir", str(state), "--log-level", "warning"]
         module, argv = serve[0], serve[1:]
         if self.args.profile:
             directory = Path(self.args.profile)

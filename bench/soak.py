@@ -198,8 +198,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     log_path = workdir / "gateway.log"
     with log_path.open("wb") as log:
         gateway = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hydrogen", "serve", "--port", str(port), "--host",
-            "127.0.0.1", "--state-dir", str(workdir / "state"), "--api-key", KEY,
+            sys.executable, "-m", "hydrogen", "serve", "--no-announce", "--port", str(port),
+            "--host", "127.0.0.1", "--state-dir", str(workdir / "state"), "--api-key", KEY,
             "--log-level", "info", "--log-format", "text", "--printer",
             f"soak={workdir / 'soak.pty'}",
             stdout=log, stderr=log,

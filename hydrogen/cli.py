@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-printers", action="store_true", help="start without the default simulated printer"
     )
+    serve.add_argument(
+        "--no-announce",
+        action="store_true",
+        help="no zeroconf announcement on the network (octoprint.announce = false)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
@@ -108,6 +113,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "status.interval": args.status_interval,
         "state_dir": args.state_dir,
         "api_keys": args.api_key,
+        "octoprint.announce": False if getattr(args, "no_announce", False) else None,
     }
     if args.printer:
         overrides["printers"] = [parse_printer_flag(p) for p in args.printer]
@@ -306,6 +312,7 @@ async def serve(
     ports = sorted({sock.getsockname()[1] for sock in sockets})
     port = ports[0] if ports else config.server.port
     _announce(config, hosts, port, generated)
+    announcer = _discovery(config, sockets, port)
 
     # Everything created at start-up lives as long as the process: move it out of the
     # collector's reach, and collect the young generation less often. Fan-out creates
@@ -322,6 +329,8 @@ async def serve(
     await stop.wait()
     log.info("shutting down")
     notifier.stopping()
+    if announcer is not None:
+        await announcer.stop()  # goodbyes first: apps stop offering a gateway that is leaving
     if watchdog is not None:
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -331,6 +340,22 @@ async def serve(
     notifier.close()
     log.info("stopped")
     return 0
+
+
+def _discovery(config: Config, sockets: list[socket.socket], port: int) -> Any:
+    """Start the zeroconf announcement in the background (hydrogen/discovery.py)."""
+    from hydrogen.discovery import announce
+    from hydrogen.octoprint.answers import API_VERSION, OCTOPRINT_VERSION
+
+    return announce(
+        enabled=config.octoprint.announce,
+        printers=[p.name for p in config.printers],
+        bound=[sock.getsockname()[0] for sock in sockets],
+        port=port,
+        state_dir=str(config.state_dir),
+        octoprint_version=OCTOPRINT_VERSION,
+        api_version=API_VERSION,
+    )
 
 
 def _announce(config: Config, hosts: list[str], port: int, generated: GeneratedKey | None) -> None:

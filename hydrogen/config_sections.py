@@ -228,6 +228,9 @@ class OctoPrintConfig:
     #: The printer the bare OctoPrint paths (``/api/...``) are; default: the first.
     #: Every printer is also its own OctoPrint at ``/octoprint/<printer>/``.
     default_printer: str = ""
+    #: Announce each printer (``_octoprint._tcp``) and the dashboard (``_http._tcp``)
+    #: on the local network with zeroconf (the optional ``discovery`` extra).
+    announce: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Run `hydrogen` as a real subprocess (as an operator or systemd would)."""
+"""Run `hydrogen` as a real subprocess (as an operator or systemd would).
+
+Every `serve` started here gets `--no-announce`: no mDNS multicast may leave this
+machine, so only tests/test_discovery.py (in network namespaces of its own) announces.
+"""
 
 from __future__ import annotations
 
@@ -41,9 +45,17 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def no_announce(args: Sequence[str]) -> list[str]:
+    """``args`` of ``hydrogen ...``, with ``--no-announce`` after ``serve``."""
+    args = list(args)
+    if args[:1] == ["serve"] and "--no-announce" not in args:
+        args.insert(1, "--no-announce")
+    return args
+
+
 def hydrogen(*args: str, env: Mapping[str, str] | None = None, timeout: float = 30):
     return subprocess.run(
-        [sys.executable, "-m", "hydrogen", *args],
+        [sys.executable, "-m", "hydrogen", *no_announce(args)],
         capture_output=True,
         text=True,
         env=clean_env(env),
@@ -60,6 +72,7 @@ def start_gateway(
             "-m",
             "hydrogen",
             "serve",
+            "--no-announce",
             *(() if "--port" in args else ("--port", "0")),
             *args,
         ],

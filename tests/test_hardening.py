@@ -208,7 +208,15 @@ async def test_undecodable_key_header_is_a_401_not_a_500(gateway_client):
 def test_corrupt_job_database_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "jobs.sqlite3").write_bytes(b"this is not a database" * 100)
     result = hydrogen(
-        "serve", "--port", "0", "--state-dir", str(tmp_path), "--api-key", CONTROL_KEY, timeout=30
+        "serve",
+        "--no-announce",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path),
+        "--api-key",
+        CONTROL_KEY,
+        timeout=30,
     )
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr

@@ -46,7 +46,7 @@ def _second(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `hydrogen serve` to completion; a second gateway that starts is killed."""
     try:
         return subprocess.run(
-            [sys.executable, "-m", "hydrogen", "serve", "--api-key", KEY, *args],
+            [sys.executable, "-m", "hydrogen", "serve", "--no-announce", "--api-key", KEY, *args],
             capture_output=True,
             text=True,
             env=clean_env(),

@@ -63,7 +63,7 @@ class Gateway:
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "hydrogen", "serve", "--port", "0"),
+            *(sys.executable, "-m", "hydrogen", "serve", "--no-announce", "--port", "0"),
             *("--state-dir", str(tmp_path / "state"), "--api-key", KEY),
             *("--status-interval", "0.2", "--log-format", "text"),
         ],
