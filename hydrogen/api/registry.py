@@ -78,37 +78,32 @@ class Api:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown request type {name!r}")
         params: dict[str, Any] = {}
         try:
-            self.authorize(definition, identity)
-            params = definition.validate(members, from_text=from_text)
-            if definition.printer is not None:
-                printer = params.get(definition.printer)
-                if isinstance(printer, str) and not identity.sees(printer):
-                    # Outside the caller's scope is as if it did not exist.
-                    raise ProtocolError(
-                        ErrorCode.NOT_FOUND, f"no printer named {printer!r}", {"printer": printer}
-                    )
-            call = Call(
-                definition.name,
-                params,
-                identity,
-                session=session,
-                request_id=request_id,
-                members=members,
-                transport=transport,
-                remote=remote,
-            )
+            try:
+                self.authorize(definition, identity)
+                params = definition.validate(members, from_text=from_text)
+                if definition.printer is not None:
+                    printer = params.get(definition.printer)
+                    if isinstance(printer, str) and not identity.sees(printer):
+                        # Outside the caller's scope is as if it did not exist.
+                        raise ProtocolError(
+                            ErrorCode.NOT_FOUND,
+                            f"no printer named {printer!r}",
+                            {"printer": printer},
+                        )
+            finally:
+                # One Call, refused or not: a refusal is told to the observers too.
+                call = Call(
+                    definition.name,
+                    params,
+                    identity,
+                    session=session,
+                    request_id=request_id,
+                    members=members,
+                    transport=transport,
+                    remote=remote,
+                )
         except ProtocolError as exc:
-            refused = Call(
-                definition.name,
-                params,
-                identity,
-                session=session,
-                request_id=request_id,
-                members=members,
-                transport=transport,
-                remote=remote,
-            )
-            self._tell(definition, refused, exc)
+            self._tell(definition, call, exc)
             raise
         if not self._observers:
             return await definition.handler(call)
