@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Iterable
@@ -45,6 +43,7 @@ from yarl import URL
 from hydrogen.config import ApiKey
 from hydrogen.identity import Identity
 from hydrogen.keyring import KeyRecord, Keyring
+from hydrogen.keystore import load_secret
 from hydrogen.protocol import ErrorCode, Role
 from hydrogen.server.errors import json_error
 from hydrogen.server.keys import CREDENTIALS, GATEWAY
@@ -94,41 +93,11 @@ class SessionManager:
 
     def _load_secret(self) -> bytes:
         path = self.state_dir / SECRET_FILE
-        for _ in range(3):
-            try:
-                text = path.read_text(encoding="ascii").strip()
-            except FileNotFoundError:
-                pass
-            except (OSError, UnicodeDecodeError) as exc:
-                log.warning("cannot read %s (%s); sessions end at restart", path, exc)
-                return secrets.token_bytes(_SECRET_BYTES)
-            else:
-                with contextlib.suppress(ValueError):
-                    secret = bytes.fromhex(text)
-                    if len(secret) >= _SECRET_BYTES:
-                        with contextlib.suppress(OSError):
-                            path.chmod(0o600)  # a copied-in file may be too open
-                        return secret
-                log.warning("%s is not a valid secret; making a new one", path)
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            secret = secrets.token_bytes(_SECRET_BYTES)
-            try:
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-                # O_EXCL: two processes starting at once agree on whichever was first.
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                log.warning(
-                    "cannot create %s (%s); sessions end at restart", path, exc.strerror or exc
-                )
-                return secret
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(secret.hex() + "\n")
-            return secret
-        log.warning("cannot settle %s; sessions end at restart", path)
-        return secrets.token_bytes(_SECRET_BYTES)
+        try:
+            return load_secret(path, _SECRET_BYTES)
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("cannot keep %s (%s); sessions end at restart", path, exc)
+            return secrets.token_bytes(_SECRET_BYTES)
 
     # -- tokens ---------------------------------------------------------------------
     def fingerprint(self, key: str) -> bytes:
