@@ -3,12 +3,15 @@
 Each store runs its statements in one worker thread; this is the part of opening that
 is not about its own tables: WAL with ``synchronous=NORMAL`` (a committed row survives
 the gateway being killed, and readers never block the writer), a busy timeout, no
-implicit transactions, and a schema version that a newer gateway may have raised.
+implicit transactions (:func:`transaction` is the explicit one), and a schema version
+that a newer gateway may have raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 10_000
@@ -36,6 +39,20 @@ def schema_version(conn: sqlite3.Connection, path: Path, what: str, supported: i
             f" understands ({supported}); refusing to touch it"
         )
     return version
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, mode: str = "") -> Iterator[sqlite3.Connection]:
+    """``BEGIN [mode]`` ... ``COMMIT``, or ``ROLLBACK`` when the block (or the commit)
+    raises. ``mode="IMMEDIATE"`` takes the write lock at once: a read in the block
+    then sees what the write will change, with no other writer in between."""
+    conn.execute(f"BEGIN {mode}".rstrip())
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def create(conn: sqlite3.Connection, schema: str, version: int) -> None:

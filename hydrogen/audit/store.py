@@ -91,17 +91,12 @@ class AuditStore(SqliteWorker):
         self._conn = conn
         if fresh:
             os.chmod(self.path, 0o600)  # who did what is for the administrator only
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_wal.transaction(conn, "IMMEDIATE"):
             version = sqlite_wal.schema_version(conn, self.path, "audit", SCHEMA_VERSION)
             if version == 0:
                 sqlite_wal.create(conn, _SCHEMA, SCHEMA_VERSION)
             last = conn.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0]
             self._prune(last)  # a lowered audit.max_rows applies at once
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return int(last)
 
     async def close(self) -> None:
@@ -143,18 +138,12 @@ class AuditStore(SqliteWorker):
             log.error("audit: could not store a record", exc_info=future.exception())
 
     def _append_sync(self, batch: list[AuditRecord]) -> None:
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with sqlite_wal.transaction(self._db()) as db:
             db.executemany(
                 f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * 10)})",
                 [dataclasses.astuple(record) for record in batch],
             )
             self._prune(batch[-1].seq or 0)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _prune(self, last_id: int) -> None:
         self._db().execute("DELETE FROM audit WHERE id <= ?", (last_id - self.max_rows,))

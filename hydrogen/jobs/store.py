@@ -143,8 +143,7 @@ class JobStore(SqliteWorker):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite_wal.connect(self.path)
         self._conn = conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_wal.transaction(conn, "IMMEDIATE"):
             version = sqlite_wal.schema_version(conn, self.path, "job history", SCHEMA_VERSION)
             if version == 0:
                 sqlite_wal.create(conn, _SCHEMA, SCHEMA_VERSION)
@@ -165,10 +164,6 @@ class JobStore(SqliteWorker):
                 (CRASH_REASON,),
             )
             marked = [self._get(record.id) for record in crashed]
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return [record for record in marked if record is not None]
 
     # -- writes ----------------------------------------------------------------------------
@@ -232,9 +227,7 @@ class JobStore(SqliteWorker):
         ended_at: float,
         cancelled_by: str | None,
     ) -> JobRecord:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_wal.transaction(self._db(), "IMMEDIATE") as conn:
             conn.execute(
                 "UPDATE jobs SET outcome = ?, reason = ?, lines_sent = ?, ended_at = ?,"
                 " duration_seconds = max(0.0, ? - started_at), updated_at = ?, cancelled_by = ?"
@@ -242,10 +235,6 @@ class JobStore(SqliteWorker):
                 (outcome, reason, lines_sent, ended_at, ended_at, ended_at, cancelled_by, job_id),
             )
             record = self._get(job_id)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if record is None:
             raise KeyError(job_id)
         return record
