@@ -5,7 +5,9 @@ Marlin's wait loop, M105, M155 auto-reports), fans, feed-rate and flow factors
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Callable
 
 from hydrogen.simulator.firmware import Firmware
 from hydrogen.simulator.model import (
@@ -90,24 +92,41 @@ class GcodeHandlers(Firmware):
         without the step counts."""
         if not self.autoreport_supported:
             raise _Unknown
+        restarted = self._auto_report(
+            params,
+            self._position_task,
+            lambda: self._position_report().split(" Count ", 1)[0],
+            "marlin-simulator-position",
+        )
+        if restarted is not None:
+            self.position_interval, self._position_task = restarted
+
+    def _auto_report(
+        self,
+        params: dict[str, float | None],
+        task: asyncio.Task[None] | None,
+        report: Callable[[], str],
+        name: str,
+    ) -> tuple[int, asyncio.Task[None] | None] | None:
+        """An auto-report's ``S<seconds>`` (M154, M155): the interval, 0 to 60 (0: off),
+        and the task that now emits ``report()`` at it, the old one cancelled; None
+        without ``S``, which changes nothing."""
         seconds = params.get("S")
         if seconds is None:
-            return
-        self.position_interval = max(0, min(60, int(seconds)))
-        if self._position_task is not None:
-            self._position_task.cancel()
-            self._position_task = None
-        if self.position_interval:
-            assert self._loop is not None
-            self._position_task = self._loop.create_task(
-                self._report_position(self.position_interval), name="marlin-simulator-position"
-            )
+            return None
+        interval = max(0, min(60, int(seconds)))
+        if task is not None:
+            task.cancel()
+        if not interval:
+            return interval, None
+        assert self._loop is not None
+        return interval, self._loop.create_task(self._every(interval, report), name=name)
 
-    async def _report_position(self, interval: int) -> None:
+    async def _every(self, interval: int, report: Callable[[], str]) -> None:
         while True:
             await self._sleep(interval)
             if self._state is _State.RUNNING:
-                self._emit(self._position_report().split(" Count ", 1)[0])
+                self._emit(report())
 
     # Temperatures ------------------------------------------------------------
 
@@ -182,24 +201,11 @@ class GcodeHandlers(Firmware):
     async def _cmd_M155(self, params: dict[str, float | None], rest: str) -> None:
         if not self.autoreport_supported:
             raise _Unknown
-        seconds = params.get("S")
-        if seconds is None:
-            return
-        self.autoreport_interval = max(0, min(60, int(seconds)))
-        if self._autoreport_task is not None:
-            self._autoreport_task.cancel()
-            self._autoreport_task = None
-        if self.autoreport_interval:
-            assert self._loop is not None
-            self._autoreport_task = self._loop.create_task(
-                self._autoreport(self.autoreport_interval), name="marlin-simulator-autoreport"
-            )
-
-    async def _autoreport(self, interval: int) -> None:
-        while True:
-            await self._sleep(interval)
-            if self._state is _State.RUNNING:
-                self._emit(self._heater_states())
+        restarted = self._auto_report(
+            params, self._autoreport_task, self._heater_states, "marlin-simulator-autoreport"
+        )
+        if restarted is not None:
+            self.autoreport_interval, self._autoreport_task = restarted
 
     # Misc -------------------------------------------------------------------
 
