@@ -360,6 +360,7 @@ class Push(enum.StrEnum):
     PRINTER_ERROR = "printer_error"
     NOTIFICATION = "notification"
     AUDIT = "audit"
+    APPKEY_REQUEST = "appkey_request"
 
 
 def push(frame_type: Push, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ and their handlers filter lists; this module is the rule for what is *pushed*:
   subscription to ``printer/+/state`` yields only those);
 * ``audit`` frames go to admin identities only, and a scoped admin gets only the
   records about its printers (or about no printer: sign-ins, key changes);
+* ``printer/<name>/appkey`` (an app asking for a key) goes to those who may decide:
+  the control role and above;
 * the ``status`` frame's ``printers`` and ``jobs`` members are narrowed to the
   scope (the rest of it is about the host and the gateway);
 * ``notifications`` naming a printer out of scope (``details.printer``) are not
@@ -28,12 +30,17 @@ from hydrogen.protocol import Role
 
 AUDIT_TOPIC = "audit"
 PRINTER_PREFIX = "printer/"
+APPKEY_SUFFIX = "/appkey"
 
 Frame = Mapping[str, Any]
 
 
 def is_audit_topic(topic: str) -> bool:
     return topic == AUDIT_TOPIC or topic.startswith(AUDIT_TOPIC + "/")
+
+
+def is_appkey_topic(topic: str) -> bool:
+    return topic.startswith(PRINTER_PREFIX) and topic.endswith(APPKEY_SUFFIX)
 
 
 def topic_printer(topic: str) -> str | None:
@@ -50,9 +57,13 @@ def topic_filter(identity: Identity) -> Callable[[str], bool] | None:
     if admin and printers is None:
         return None
 
+    control = identity.role >= Role.CONTROL
+
     def allows(topic: str) -> bool:
         if is_audit_topic(topic):
             return admin
+        if not control and is_appkey_topic(topic):
+            return False
         if printers is not None:
             name = topic_printer(topic)
             return name is None or name in printers

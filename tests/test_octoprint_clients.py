@@ -149,6 +149,7 @@ async def test_octorest_makes_every_call(gateway_client, clients_python, tmp_pat
 
 
 ADMIN_KEY = "admin-key-0123456789"
+MONITOR_KEY = "monitor-key-0123456789"
 
 
 async def appkey_gateway(gateway_client):
@@ -157,40 +158,67 @@ async def appkey_gateway(gateway_client):
         keys=(
             ApiKey(CONTROL_KEY, Role.CONTROL, "ctl"),
             ApiKey(ADMIN_KEY, Role.ADMIN, "adm"),
+            ApiKey(MONITOR_KEY, Role.MONITOR, "viewer"),
         ),
     )
 
 
-async def test_home_assistants_setup_gets_a_key_once_an_admin_approves(
+async def waiting_requests(client, headers) -> list[dict[str, Any]]:
+    async with asyncio.timeout(30):
+        while not (
+            waiting := (await (await client.get("/api/appkeys", headers=headers)).json())[
+                "requests"
+            ]
+        ):
+            await asyncio.sleep(0.05)
+    return waiting
+
+
+async def test_home_assistants_setup_gets_a_key_once_an_operator_approves(
     gateway_client, clients_python
 ):
-    """``request_app_key`` (probe, request, poll) while an admin approves over the API:
-    the app gets a control key for mk3 alone, named after it."""
+    """``request_app_key`` (probe, request, poll) while a control user approves over the
+    API: the app gets a control key for mk3 alone, named after it; a read-only user can
+    neither see nor decide the request. (tests/test_browser_appkeys.py approves from
+    the dashboard in a real browser.)"""
     _, client = await appkey_gateway(gateway_client)
     url = str(client.make_url("/octoprint/mk3/"))
     driver = asyncio.create_task(drive(clients_python, "drive_pyoctoprintapi.py", url, "--appkey"))
-    admin = {"X-Api-Key": ADMIN_KEY}
-    async with asyncio.timeout(30):
-        while not (
-            waiting := (await (await client.get("/api/appkeys", headers=admin)).json())["requests"]
-        ):
-            await asyncio.sleep(0.05)
+    waiting = await waiting_requests(client, KEY)
     assert waiting[0]["app"] == "Home Assistant" and waiting[0]["printer"] == "mk3"
     assert waiting[0]["text"].startswith("Home Assistant on 127.0.0.1 asks for access to mk3")
-    token = waiting[0]["token"]
-    forbidden = await client.post(f"/api/appkeys/{token}", json={"approve": True}, headers=KEY)
-    assert forbidden.status == 403  # creating keys is an admin's
-    decided = await client.post(f"/api/appkeys/{token}", json={"approve": True}, headers=admin)
+    assert "token" not in waiting[0]  # the app's polling token is the app's alone
+    handle = waiting[0]["appkey"]
+    viewer = {"X-Api-Key": MONITOR_KEY}
+    assert (await client.get("/api/appkeys", headers=viewer)).status == 403
+    refused = await client.post(f"/api/appkeys/{handle}", json={"approve": True}, headers=viewer)
+    assert refused.status == 403
+    decided = await client.post(f"/api/appkeys/{handle}", json={"approve": True}, headers=KEY)
     assert decided.status == 200, await decided.text()
+    again = await client.post(f"/api/appkeys/{handle}", json={"approve": True}, headers=KEY)
+    assert again.status == 404  # decided once
     results = await driver
     assert results["request_app_key"]["ok"], results
     assert results["get_printer_info"]["ok"], results
     key = {"X-Api-Key": results["request_app_key"]["value"]}
     assert (await client.post("/api/job", json={"command": "cancel"}, headers=key)).status == 409
     assert (await client.get("/octoprint/ghost/api/job", headers=key)).status == 404
-    keys = (await (await client.get("/api/keys", headers=admin)).json())["keys"]
+    keys = (await (await client.get("/api/keys", headers={"X-Api-Key": ADMIN_KEY})).json())["keys"]
     name = (await decided.json())["key"]
-    assert [k["role"] for k in keys if k["name"] == name] == ["control"], keys
+    assert [(k["role"], k["printers"]) for k in keys if k["name"] == name] == [
+        ("control", ["mk3"])
+    ], keys
+    audit = await client.get("/api/audit", headers={"X-Api-Key": ADMIN_KEY})
+    records = [
+        (r["identity"], r["target"], r["outcome"])
+        for r in (await audit.json())["records"]
+        if r["action"] == "appkey_decide"
+    ]
+    assert records == [
+        ("ctl", handle, "not_found"),
+        ("ctl", handle, "ok"),
+        ("viewer", handle, "forbidden"),
+    ]
 
 
 async def test_a_denied_app_gets_no_key(gateway_client):
@@ -198,14 +226,22 @@ async def test_a_denied_app_gets_no_key(gateway_client):
     assert (await client.get("/plugin/appkeys/probe")).status == 204
     asked = await client.post("/plugin/appkeys/request", json={"app": "Nosy app"})
     assert asked.status == 201
-    token = (await asked.json())["app_token"]
+    answer = await asked.json()
+    token = answer["app_token"]
     assert asked.headers["Location"].endswith(f"/plugin/appkeys/request/{token}")
     assert (await client.get(f"/plugin/appkeys/request/{token}")).status == 202
-    admin = {"X-Api-Key": ADMIN_KEY}
-    denied = await client.post(f"/api/appkeys/{token}", json={"approve": False}, headers=admin)
+    (waiting,) = (await (await client.get("/api/appkeys", headers=KEY)).json())["requests"]
+    # OctoPrint's page for the decision: the dashboard, at this request
+    assert answer["auth_dialog"] == str(client.make_url(f"/#appkey-{waiting['appkey']}"))
+    denied = await client.post(
+        f"/api/appkeys/{waiting['appkey']}", json={"approve": False}, headers=KEY
+    )
     assert (await denied.json())["decision"] == "denied"
     assert (await client.get(f"/plugin/appkeys/request/{token}")).status == 404
     # another printer's root does not know this printer's request
     other = await client.post("/octoprint/ghost/plugin/appkeys/request", json={"app": "A"})
     other_token = (await other.json())["app_token"]
     assert (await client.get(f"/octoprint/mk3/plugin/appkeys/request/{other_token}")).status == 404
+    # a printer that does not exist takes no requests
+    nowhere = await client.post("/octoprint/nowhere/plugin/appkeys/request", json={"app": "A"})
+    assert nowhere.status == 404

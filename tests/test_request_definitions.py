@@ -47,6 +47,7 @@ VALID: dict[str, Any] = {
     "printers": ["sim"],
     "ttl": 60,
     "token": "not-a-token",
+    "appkey": "000000000000",
 }
 #: Requests whose payload is a snapshot of moving figures (or a fresh token each
 #: time): compared by shape only.

@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 __all__ = ["AUDIT_TOPIC", "MAX_QUERY_LIMIT", "AuditTrail", "audit_requests"]
 
 #: Requests that need a high role but change nothing.
-READS = frozenset({"audit_query", "keys"})
+READS = frozenset({"audit_query", "keys", "appkey_requests"})
 #: The members that name what an action was about besides its printer, in order of
 #: preference; nothing else of a request is ever kept (it might be a secret).
-TARGET_MEMBERS = ("file", "job_id", "name", "gcode")
+TARGET_MEMBERS = ("file", "job_id", "name", "appkey", "gcode")
 #: Records kept in memory for a store that is not open yet (before start).
 MAX_EARLY = 10_000
 MAX_QUERY_LIMIT = 1000

@@ -79,6 +79,12 @@ class Ask:
     #: The client's address, for the audit trail.
     remote: str | None = None
 
+    @property
+    def origin(self) -> str:
+        """The gateway's own root as the client reached it (the dashboard is there)."""
+        scheme, _, rest = self.base.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+
     async def call(self, name: str, **members: Any) -> Payload:
         try:
             payload = await self.api.call(
@@ -123,7 +129,7 @@ class OctoPrintAdapter:
         self.selected: dict[str, str] = {}
         self.sessions: dict[str, Identity] = {}
         self.sockets: set[Pushed] = set()
-        self.appkeys = AppKeys(api)
+        self.appkeys = AppKeys(api, None, ())
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- the request's edge ---------------------------------------------------------------

@@ -33,11 +33,11 @@ from hydrogen.octoprint.adapter import (
     error,
     no_content,
 )
-from hydrogen.octoprint.appkeys import MAX_APP_CHARS
+from hydrogen.octoprint.appkeys import MAX_APP_CHARS, AppKeys, UnknownPrinter
 from hydrogen.octoprint.auth import presented_key
 from hydrogen.octoprint.push import serve
 from hydrogen.protocol import utc_iso
-from hydrogen.server.keys import GATEWAY
+from hydrogen.server.keys import CREDENTIALS, GATEWAY
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +198,14 @@ async def appkeys_request(
         raise bad("app must be the application's name")
     if user is not None and (not isinstance(user, str) or len(user) > MAX_APP_CHARS):
         raise bad("user must be a name")
-    pending = adapter.appkeys.ask(app.strip(), user, ask.printer, request.remote or "?")
+    try:
+        pending = adapter.appkeys.ask(app, user, ask.printer, request.remote or "?")
+    except UnknownPrinter:
+        return error(404, f"No printer named {ask.printer!r}")
     location = f"{ask.base}/plugin/appkeys/request/{pending.token}"
     return web.json_response(
-        # no page of the dashboard decides yet: the decision is appkey_decide (docs/octoprint.md)
-        {"app_token": pending.token, "auth_dialog": None},
+        # OctoPrint's page where a person decides: here, the gateway's dashboard
+        {"app_token": pending.token, "auth_dialog": f"{ask.origin}/#appkey-{pending.handle}"},
         status=201,
         headers={"Location": location},
     )
@@ -229,6 +232,9 @@ def setup(
     config = app[GATEWAY].config
     default = config.octoprint.default_printer or next(iter(printer_names), None)
     adapter = OctoPrintAdapter(api, jobs, default)
+    adapter.appkeys = AppKeys(
+        api, app.get(CREDENTIALS), printer_names, publish=app[GATEWAY].hub.publish
+    )
     api.define(*adapter.appkeys.definitions())
     get, post, delete = "GET", "POST", "DELETE"
     api_routes: list[tuple[str, str, Handler, bool]] = [

@@ -95,6 +95,37 @@ def key_requests(credentials: Credentials, printers: list[str]) -> list[Definiti
     ]
 
 
+async def store_key(
+    credentials: Credentials, name: str, role: Role, printers: frozenset[str] | None
+) -> tuple[dict[str, Any], str]:
+    """Make a stored key: its description and its secret (shown once, kept nowhere).
+
+    The one way a key is made, whoever asks: ``key_add`` (an admin) and an approved
+    application key request (:mod:`hydrogen.octoprint.appkeys`) both come here, so
+    the store's name rules and the configuration's reserved names hold for both.
+    """
+    entry, secret = await _edit(
+        credentials,
+        credentials.store.add,
+        name,
+        role,
+        printers,
+        reserved=credentials.keyring.config_names(),
+    )
+    record = await asyncio.to_thread(credentials.keyring.by_name, entry.name)
+    return _describe(record, entry.name), secret
+
+
+async def _edit(credentials: Credentials, function: Any, *args: Any, **kwargs: Any) -> Any:
+    """A key store edit in a worker thread (a file lock, a slow hash), then a fresh keyring."""
+    try:
+        result = await asyncio.to_thread(function, *args, **kwargs)
+    except KeyStoreError as exc:
+        raise ProtocolError(_STORE_ERRORS[exc.kind], exc.message) from None
+    await asyncio.to_thread(credentials.keyring.refresh, force=True)
+    return result
+
+
 class _KeyRequests:
     def __init__(self, credentials: Credentials, printers: list[str]) -> None:
         self.credentials = credentials
@@ -112,16 +143,9 @@ class _KeyRequests:
         printers = self._scope(call.identity, call.get("printers"), default_caller=True)
         if role > call.identity.role:
             raise _forbidden("a key cannot be given a role above the caller's")
-        entry, secret = await self._edit(
-            self.store.add,
-            call["name"],
-            role,
-            printers,
-            reserved=self.keyring.config_names(),
-        )
-        record = await asyncio.to_thread(self.keyring.by_name, entry.name)
-        log.info("key %r added (role %s) by %r", entry.name, role.label, call.identity.name)
-        return {"key": _describe(record, entry.name), "secret": secret}
+        key, secret = await store_key(self.credentials, call["name"], role, printers)
+        log.info("key %r added (role %s) by %r", key["name"], role.label, call.identity.name)
+        return {"key": key, "secret": secret}
 
     async def revoke(self, call: Call) -> dict[str, Any]:
         self._manageable(call)
@@ -156,12 +180,7 @@ class _KeyRequests:
             )
 
     async def _edit(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = await asyncio.to_thread(function, *args, **kwargs)
-        except KeyStoreError as exc:
-            raise ProtocolError(_STORE_ERRORS[exc.kind], exc.message) from None
-        await asyncio.to_thread(self.keyring.refresh, force=True)
-        return result
+        return await _edit(self.credentials, function, *args, **kwargs)
 
     # -- tokens ------------------------------------------------------------------------
     async def token(self, call: Call) -> dict[str, Any]:

@@ -9,10 +9,11 @@
  *   hydrogen-client.js  the protocol client (no DOM; third-party pages use it too)
  *   printer-card.js     a printer's card: heaters.js, temperature-chart.js, job-panel.js, terminal.js
  *   host-panel.js  files-panel.js  history-panel.js  notifications.js  confirm-dialog.js
- *   emergency-stop.js
+ *   emergency-stop.js  appkey-requests.js (apps asking for a key)
  *   dom.js  format.js   in-place rendering helpers, formatting for people
  */
 
+import { APPKEY_TOPIC, AppKeyRequests } from "./appkey-requests.js";
 import { confirmAction } from "./confirm-dialog.js";
 import { $, placeInOrder, setHidden, setText } from "./dom.js";
 import { emergencyStop } from "./emergency-stop.js";
@@ -24,7 +25,9 @@ import { HydrogenClient } from "./hydrogen-client.js";
 import { Notifications, toast } from "./notifications.js";
 import { PrinterCard } from "./printer-card.js";
 
-const BASE_TOPICS = ["notifications", "printer/+/state", "printer/+/temperature", "printer/+/job"];
+const BASE_TOPICS = [
+  "notifications", "printer/+/state", "printer/+/temperature", "printer/+/job", APPKEY_TOPIC,
+];
 
 const app = {
   role: document.body.dataset.role || "monitor",
@@ -97,6 +100,7 @@ const host = new HostPanel();
 const notifications = new Notifications();
 const files = new FilesPanel({ ...ctx, printers: printerNames, onUnauthorized: checkSession });
 const history = new HistoryPanel(client);
+const appkeys = new AppKeyRequests(client);
 
 function onFrame(frame) {
   switch (frame.type) {
@@ -117,6 +121,7 @@ function onFrame(frame) {
       for (const job of frame.jobs || []) if (job && job.printer) card(job.printer, true)?.job(job);
       break;
     case "notification": notifications.add(frame); break;
+    case "appkey_request": if (canControl()) appkeys.frame(frame); break;
     case "dropped":
       for (const c of app.cards.values()) c.termNote(`${frame.count} frames were dropped (the page fell behind)`);
       break;
@@ -136,6 +141,7 @@ function onWelcome(frame) {
   if (app.features.has("jobs")) client.request({ type: "jobs" }).catch(() => {});
   files.load();
   history.load();
+  if (canControl() && app.features.has("appkey_requests")) appkeys.load();
 }
 
 function card(name, create = false) {
@@ -184,7 +190,7 @@ function start() {
   });
   client.connect();
   // For people debugging in the console, and for the browser tests.
-  window.hydrogenDashboard = { app, conn: client, fmt, history };
+  window.hydrogenDashboard = { app, conn: client, fmt, history, appkeys };
 }
 
 start(); // a module runs after the document is parsed
