@@ -122,14 +122,16 @@ class Pushed(Protocol):
 
 
 class OctoPrintAdapter:
-    def __init__(self, api: Api, jobs: JobManager | None, default_printer: str | None) -> None:
+    def __init__(
+        self, api: Api, jobs: JobManager | None, default_printer: str | None, appkeys: AppKeys
+    ) -> None:
         self.api = api
         self.jobs = jobs
         self.default_printer = default_printer
         self.selected: dict[str, str] = {}
         self.sessions: dict[str, Identity] = {}
         self.sockets: set[Pushed] = set()
-        self.appkeys = AppKeys(api, None, ())
+        self.appkeys = appkeys
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- the request's edge ---------------------------------------------------------------

@@ -231,10 +231,8 @@ def setup(
     (and at ``//api``: one popular client doubles the slash)."""
     config = app[GATEWAY].config
     default = config.octoprint.default_printer or next(iter(printer_names), None)
-    adapter = OctoPrintAdapter(api, jobs, default)
-    adapter.appkeys = AppKeys(
-        api, app.get(CREDENTIALS), printer_names, publish=app[GATEWAY].hub.publish
-    )
+    appkeys = AppKeys(api, app.get(CREDENTIALS), printer_names, publish=app[GATEWAY].hub.publish)
+    adapter = OctoPrintAdapter(api, jobs, default, appkeys)
     api.define(*adapter.appkeys.definitions())
     get, post, delete = "GET", "POST", "DELETE"
     api_routes: list[tuple[str, str, Handler, bool]] = [
