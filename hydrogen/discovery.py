@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import ipaddress
 import logging
 import re
@@ -90,11 +92,16 @@ def host_label(hostname: str) -> str:
     return instance_label(hostname.split(".", 1)[0]) or "localhost"
 
 
-def server_name(hostname: str) -> str:
-    """The host name the address records are given, ``<name>.local.`` (letters, digits
-    and ``-`` only, as a host name must be)."""
-    label = _NOT_HOSTNAME.sub("-", hostname.split(".", 1)[0]).strip("-")
-    return f"{truncate_utf8(label, 63) or 'hydrogen'}.local."
+def server_name(hostname: str, host_id: str) -> str:
+    """The name the address records are given: ``<host>-<4 hex>.local.``, the gateway's own.
+
+    Not the host's ``<host>.local.``: that one is avahi's (which renames it on a
+    conflict), and two hosts both called ``octopi`` (or two gateways on one host) would
+    have their addresses merged under it by every browser. The 4 hex digits come from
+    the gateway's identity, so the name is stable. Letters, digits and ``-`` only.
+    """
+    label = _NOT_HOSTNAME.sub("-", hostname.split(".", 1)[0]).strip("-")[:58] or "hydrogen"
+    return f"{label}-{uuid.uuid5(UUID_NAMESPACE, host_id).hex[:4]}.local."
 
 
 def instance_name(what: str, hostname: str, limit: int = INSTANCE_BYTES) -> str:
@@ -271,9 +278,12 @@ def interfaces_up() -> dict[str, list[str]]:
 class Announcer:
     """Registers the services in the background and withdraws them at shutdown."""
 
-    def __init__(self, services: Sequence[Service], addresses: Sequence[Address]) -> None:
+    def __init__(
+        self, services: Sequence[Service], addresses: Sequence[Address], server: str
+    ) -> None:
         self.services = list(services)
         self.addresses = list(addresses)
+        self.server = server
         self._zeroconf: Any = None
         self._infos: list[Any] = []
         self._task: asyncio.Task[None] | None = None
@@ -296,16 +306,17 @@ class Announcer:
         return chosen
 
     async def _register(self) -> None:
-        from zeroconf import IPVersion
-        from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
-
         try:
+            # In a thread: the import takes about 90 ms, which the loop need not wait.
+            await asyncio.to_thread(importlib.import_module, "zeroconf.asyncio")
+            from zeroconf import IPVersion
+            from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
             interfaces = self._interfaces()
             has_v6 = any(isinstance(i, int) for i in interfaces)
             has_v4 = any(isinstance(i, str) for i in interfaces)
             version = IPVersion.All if has_v4 and has_v6 else IPVersion.V6Only if has_v6 else None
             self._zeroconf = AsyncZeroconf(interfaces=interfaces, ip_version=version)
-            server = server_name(socket.gethostname())
             addresses = [a.address for a in self.addresses]
             self._infos = [
                 AsyncServiceInfo(
@@ -313,7 +324,7 @@ class Announcer:
                     s.name,
                     port=s.port,
                     properties=dict(s.txt),
-                    server=server,
+                    server=self.server,
                     parsed_addresses=addresses,
                 )
                 for s in self.services
@@ -384,8 +395,10 @@ def announce(
         log.info("zeroconf: not announcing (octoprint.announce = false or --no-announce)")
         return None
     try:
-        import zeroconf.asyncio  # noqa: F401
-    except ImportError:
+        installed = importlib.util.find_spec("zeroconf") is not None
+    except (ImportError, ValueError):
+        installed = False
+    if not installed:
         log.warning("zeroconf: not announcing: the zeroconf package is missing; %s", INSTALL_HINT)
         return None
     addresses, why = choose_addresses(bound, interfaces_up())
@@ -393,15 +406,16 @@ def announce(
         log.warning("zeroconf: not announcing: %s", why)
         return None
     hostname = socket.gethostname()
+    identity = gateway_identity(state_dir)
     services = describe(
         printers,
         port,
         hostname,
-        host_id=gateway_identity(state_dir),
+        host_id=identity,
         octoprint_version=octoprint_version,
         api_version=api_version,
         model=host_model(),
     )
-    announcer = Announcer(services, addresses)
+    announcer = Announcer(services, addresses, server_name(hostname, identity))
     announcer.start()
     return announcer

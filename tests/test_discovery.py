@@ -11,12 +11,18 @@ everywhere else in tests/ and bench/ `serve` gets --no-announce (checked below).
 from __future__ import annotations
 
 import ast
+import json
+import os
+import queue
+import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from hydrogen.discovery import (
     instance_label,
     instance_name,
 )
+from hydrogen.octoprint.answers import API_VERSION, OCTOPRINT_VERSION
 from tests.process import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,8 +131,10 @@ def test_printers_that_come_out_the_same_are_told_apart() -> None:
 def test_the_host_name_is_its_first_label() -> None:
     assert instance_name("mk3", "octopi.fritz.box") == "mk3 on octopi"
     assert instance_name("mk3", "") == "mk3 on localhost"
-    assert discovery.server_name("octo_pi.lan") == "octo-pi.local."
-    assert discovery.server_name("...") == "hydrogen.local."
+    one, other = discovery.server_name("octo_pi.lan", "id"), discovery.server_name("octo_pi", "2")
+    assert one.startswith("octo-pi-") and one.endswith(".local.") and len(one) == 19
+    assert one == discovery.server_name("octo_pi.lan", "id") != other  # stable, the gateway's
+    assert discovery.server_name("...", "id").startswith("hydrogen-")
 
 
 def test_zeroconf_accepts_every_name_even_renamed() -> None:
@@ -385,3 +394,245 @@ def test_announce_must_be_a_boolean(tmp_path: Path) -> None:
     config.write_text('[octoprint]\nannounce = "no"\n')
     with pytest.raises(ConfigError, match=r"octoprint.announce: expected boolean"):
         load_config(config)
+
+
+# -- between two network namespaces ------------------------------------------------------
+
+
+@dataclass
+class Net:
+    """Namespaces on one link (a bridge in ``b``): ``hosts`` for gateways, each a host of
+    its own as on a LAN, and ``b`` for the browser."""
+
+    hosts: list[str]
+    addresses: list[str]
+    b: str
+    address_b: str
+
+    @property
+    def a(self) -> str:
+        return self.hosts[0]
+
+    @property
+    def address_a(self) -> str:
+        return self.addresses[0]
+
+    def exec(self, namespace: str) -> list[str]:
+        return ["ip", "netns", "exec", namespace]
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        raise OSError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+@contextmanager
+def namespaces(hosts: int = 1) -> Iterator[Net]:
+    """Fresh namespaces (their names hold the pid), always deleted afterwards.
+
+    Two gateways on one host would share UDP port 5353 (SO_REUSEPORT), and the unicast
+    answer to one's probe could go to the other's socket: each gets a namespace.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (ip netns add); discovery not shown")
+    if shutil.which("ip") is None:
+        pytest.skip("no `ip` command (iproute2); discovery not shown")
+    pytest.importorskip("zeroconf", reason="the zeroconf package (the 'discovery' extra)")
+    pid = os.getpid()
+    subnet = f"10.77.{pid % 250}"
+    net = Net(
+        [f"hyd-{pid}-a{n}" for n in range(hosts)],
+        [f"{subnet}.{n + 1}" for n in range(hosts)],
+        f"hyd-{pid}-b",
+        f"{subnet}.100",
+    )
+    created: list[str] = []
+    try:
+        for name in (*net.hosts, net.b):
+            try:
+                _ip("netns", "add", name)
+            except OSError as exc:
+                pytest.skip(f"cannot create a network namespace: {exc}")
+            created.append(name)
+            _ip("-n", name, "link", "set", "lo", "up")
+        _ip("-n", net.b, "link", "add", "br0", "type", "bridge")
+        _ip("-n", net.b, "addr", "add", f"{net.address_b}/24", "dev", "br0")
+        _ip("-n", net.b, "link", "set", "br0", "up")
+        for n, (name, address) in enumerate(zip(net.hosts, net.addresses, strict=True)):
+            here, there = f"hyd{pid}h{n}", f"hyd{pid}b{n}"
+            _ip("link", "add", here, "type", "veth", "peer", "name", there)
+            _ip("link", "set", here, "netns", name)
+            _ip("link", "set", there, "netns", net.b)
+            _ip("-n", name, "addr", "add", f"{address}/24", "dev", here)
+            _ip("-n", name, "link", "set", here, "up")
+            _ip("-n", net.b, "link", "set", there, "master", "br0", "up")
+        yield net
+    finally:
+        for name in created:  # the veth pairs and the bridge go with their namespaces
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
+
+
+class Browser:
+    """tests/discovery_browser.py in namespace ``b``; its JSON lines in a queue."""
+
+    def __init__(self, net: Net) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *net.exec(net.b),
+                *(sys.executable, str(ROOT / "tests" / "discovery_browser.py")),
+                *("--address", net.address_b, "--key", KEY, "--seconds", "120"),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        self.events: queue.Queue[dict] = queue.Queue()
+        self.seen: list[dict] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait(lambda e: e["event"] == "browsing")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def wait(self, match, timeout: float = 15.0) -> dict:
+        """The next event (after those already seen) that ``match`` accepts."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(event)
+            if match(event):
+                return event
+        raise AssertionError(f"no matching event within {timeout} s; seen: {self.seen}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def browsing(net: Net) -> Iterator[Browser]:
+    browser = Browser(net)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+def _collect(browser: Browser, names: set[str], kinds: set[str]) -> dict[tuple[str, str], dict]:
+    """Wait until every (kind, name) event in the product has arrived; them by key."""
+    wanted = {(k, n) for k in kinds for n in names}
+    found: dict[tuple[str, str], dict] = {}
+    while wanted - set(found):
+        event = browser.wait(lambda e: (e["event"], e.get("name")) in wanted - set(found))
+        found[(event["event"], event["name"])] = event
+    return found
+
+
+def test_every_printer_is_found_fetched_and_withdrawn(tmp_path: Path) -> None:
+    printers = ["a", "b.left", LONG]
+    host = socket.gethostname()
+    names = {printer: instance_name(printer, host) + "." + OCTOPRINT_TYPE for printer in printers}
+    dashboard = instance_name("Hydrogen", host) + "." + HTTP_TYPE
+    flags = [f"--printer={p}=simulator" for p in printers]
+    with namespaces() as net, browsing(net) as browser:
+        uuids: list[dict[str, str]] = []
+        for run in range(2):  # the uuids survive a restart
+            gateway = start(["--state-dir", str(tmp_path), *flags], prefix=net.exec(net.a))
+            try:
+                found = _collect(browser, {*names.values(), dashboard}, {"resolved", "fetched"})
+            finally:
+                took = gateway.stop()
+            removed = _collect(browser, {*names.values(), dashboard}, {"removed"})
+            assert removed and took < 5, f"shutdown took {took:.1f} s"
+            log = gateway.log()
+            assert log.count("zeroconf: announced") == 4, log
+            assert "zeroconf: withdrawn" in log, log
+            for printer, name in names.items():
+                service = found[("resolved", name)]
+                assert service["addresses"] == [net.address_a]
+                assert service["port"] == gateway.port
+                txt = service["txt"]
+                assert txt["path"] == f"/octoprint/{printer}/"
+                assert (txt["version"], txt["api"]) == (OCTOPRINT_VERSION, API_VERSION)
+                assert txt["model"] == discovery.host_model()
+                fetched = found[("fetched", name)]
+                assert fetched["url"].endswith(f":{gateway.port}/octoprint/{printer}/api/version")
+                assert fetched["status"] == 200, fetched
+                assert json.loads(fetched["body"])["server"] == OCTOPRINT_VERSION
+            uuids.append({p: found[("resolved", n)]["txt"]["uuid"] for p, n in names.items()})
+            http = found[("resolved", dashboard)]
+            assert http["txt"] == {"path": "/"} and http["addresses"] == [net.address_a]
+            assert found[("fetched", dashboard)]["status"] == 200
+            assert len(names[LONG].split(".")[0].encode()) <= INSTANCE_BYTES
+            print(f"\nrun {run}: SIGTERM to exit {took:.2f} s (goodbyes included)")
+        assert uuids[0] == uuids[1]
+        assert len(set(uuids[0].values())) == len(printers)
+
+
+def test_two_gateways_with_the_same_printer_are_both_found(tmp_path: Path) -> None:
+    """The second responder finds the name taken while probing and renames itself."""
+    host = socket.gethostname()
+    first = instance_name("mk3", host) + "." + OCTOPRINT_TYPE
+    second = instance_name("mk3", host) + "-2." + OCTOPRINT_TYPE
+    with namespaces(hosts=2) as net, browsing(net) as browser:
+        gateways = []
+        try:
+            for n, namespace in enumerate(net.hosts):
+                state = tmp_path / f"state{n}"
+                args = ["--state-dir", str(state), "--printer=mk3=simulator"]
+                gateways.append(start(args, net.exec(namespace)))
+                wait_for_line(gateways[-1], "zeroconf: announced")
+            found = _collect(browser, {first, second}, {"resolved", "fetched"})
+        finally:
+            for gateway in gateways:
+                gateway.stop()
+        assert "renamed from" in gateways[1].log(), gateways[1].log()
+        where = [
+            (found[("resolved", n)]["addresses"], found[("resolved", n)]["port"])
+            for n in (first, second)
+        ]
+        assert where == [([a], g.port) for a, g in zip(net.addresses, gateways, strict=True)]
+        assert all(found[("fetched", name)]["status"] == 200 for name in (first, second))
+        uuids = {found[("resolved", name)]["txt"]["uuid"] for name in (first, second)}
+        assert len(uuids) == 2  # two gateways, two OctoPrints
+
+
+def test_a_gateway_on_loopback_only_announces_nothing_and_says_why(tmp_path: Path) -> None:
+    with namespaces() as net:  # a namespace even here: a bug must not reach eth0
+        gateway = start(
+            ["--host", "127.0.0.1", "--state-dir", str(tmp_path), "--no-printers"],
+            prefix=net.exec(net.a),
+        )
+        line = wait_for_line(gateway, "zeroconf")
+        gateway.stop()
+    assert "not announcing: the gateway listens on loopback only (127.0.0.1)" in line, line
+
+
+def test_a_specific_address_is_the_only_one_announced(tmp_path: Path) -> None:
+    with namespaces() as net, browsing(net) as browser:
+        _ip("-n", net.a, "addr", "add", "10.78.0.1/24", "dev", "lo")  # a second address
+        gateway = start(
+            ["--host", net.address_a, "--state-dir", str(tmp_path), "--printer=mk3=simulator"],
+            prefix=net.exec(net.a),
+        )
+        try:
+            name = instance_name("mk3", socket.gethostname()) + "." + OCTOPRINT_TYPE
+            found = _collect(browser, {name}, {"resolved", "fetched"})
+        finally:
+            gateway.stop()
+    assert found[("resolved", name)]["addresses"] == [net.address_a]
+    assert found[("fetched", name)]["status"] == 200
