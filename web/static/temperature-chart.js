@@ -130,7 +130,7 @@ export class TemperatureChart {
       height: this.height(),
       series,
       scales: {
-        x: { time: true },
+        x: { time: true, range: (u, min, max) => this.timeRange(min, max) },
         y: { range: (u, low, high) => [0, Math.max(50, Math.ceil(((high || 0) + 15) / 10) * 10)] },
       },
       axes: [axis, { ...axis, size: 56, values: (u, values) => values.map((v) => `${v}°`) }],
@@ -146,6 +146,14 @@ export class TemperatureChart {
       this.showLatestInLegend();
     });
     this.showLatestInLegend();
+  }
+
+  /** The time axis: the samples' span; with none yet or one, the ten minutes up to it
+   * (uPlot stretches a one-sample time axis to a thousand days ahead). */
+  timeRange(min, max) {
+    if (this.times.length > 1 && min != null && max != null && max > min) return [min, max];
+    const end = this.times.length ? this.times[this.times.length - 1] : Date.now() / 1000;
+    return [end - Math.min(this.windowSeconds, 600), end];
   }
 
   /** Without a pointer over the chart, the legend shows the newest values. */
