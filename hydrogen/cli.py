@@ -350,7 +350,9 @@ def _discovery(config: Config, sockets: list[socket.socket], port: int) -> Any:
     return announce(
         enabled=config.octoprint.announce,
         printers=[p.name for p in config.printers],
-        bound=[sock.getsockname()[0] for sock in sockets],
+        # One SRV port per service: only the sockets on it (with port 0, the IPv4 and
+        # IPv6 sockets each got a port of their own).
+        bound=[sock.getsockname()[0] for sock in sockets if sock.getsockname()[1] == port],
         port=port,
         state_dir=str(config.state_dir),
         octoprint_version=OCTOPRINT_VERSION,

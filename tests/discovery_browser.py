@@ -1,7 +1,7 @@
 """A zeroconf browser for tests/test_discovery.py, run in its own network namespace.
 
-Browses ``_octoprint._tcp`` and ``_http._tcp`` from ``--address`` (mDNS only on that
-interface) and prints one JSON object a line, flushed, until stdin closes or
+Browses ``_octoprint._tcp`` and ``_http._tcp`` from each ``--address`` (mDNS only on
+those interfaces; IPv4 or IPv6) and prints one JSON object a line, flushed, until stdin closes or
 ``--seconds`` pass:
 
 * ``{"event": "resolved", "type", "name", "port", "addresses", "txt", "server"}``
@@ -68,13 +68,14 @@ async def resolve(zc: AsyncZeroconf, type_: str, name: str, key: str | None) -> 
         return
     path = txt.get("path", "/")
     suffix = "api/version" if type_.startswith("_octoprint") else ""
-    url = f"http://{addresses[0]}:{info.port}{path}{suffix}"
+    host = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+    url = f"http://{host}:{info.port}{path}{suffix}"
     status, body = await asyncio.to_thread(fetch, url, key)
     emit(event="fetched", name=name, url=url, status=status, body=body)
 
 
 async def main(args: argparse.Namespace) -> None:
-    zc = AsyncZeroconf(interfaces=[args.address])
+    zc = AsyncZeroconf(interfaces=args.address)
     tasks: set[asyncio.Task[None]] = set()
 
     def changed(zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
@@ -86,7 +87,7 @@ async def main(args: argparse.Namespace) -> None:
             emit(event="removed", type=service_type, name=name)
 
     browser = AsyncServiceBrowser(zc.zeroconf, TYPES, handlers=[changed])
-    emit(event="browsing", address=args.address)
+    emit(event="browsing", addresses=args.address)
     loop = asyncio.get_running_loop()
     stdin_closed = asyncio.Event()
 
@@ -103,7 +104,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--address", required=True)
+    parser.add_argument("--address", action="append", required=True, help="repeatable")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--key")
     asyncio.run(main(parser.parse_args()))

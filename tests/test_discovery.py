@@ -11,6 +11,7 @@ everywhere else in tests/ and bench/ `serve` gets --no-announce (checked below).
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import queue
@@ -408,6 +409,9 @@ class Net:
     addresses: list[str]
     b: str
     address_b: str
+    #: The same, IPv6 (unique local addresses).
+    addresses6: list[str]
+    address_b6: str
 
     @property
     def a(self) -> str:
@@ -416,6 +420,10 @@ class Net:
     @property
     def address_a(self) -> str:
         return self.addresses[0]
+
+    @property
+    def address_a6(self) -> str:
+        return self.addresses6[0]
 
     def exec(self, namespace: str) -> list[str]:
         return ["ip", "netns", "exec", namespace]
@@ -440,12 +448,14 @@ def namespaces(hosts: int = 1) -> Iterator[Net]:
         pytest.skip("no `ip` command (iproute2); discovery not shown")
     pytest.importorskip("zeroconf", reason="the zeroconf package (the 'discovery' extra)")
     pid = os.getpid()
-    subnet = f"10.77.{pid % 250}"
+    subnet, subnet6 = f"10.77.{pid % 250}", f"fd77:{pid % 65536:x}:"
     net = Net(
         [f"hyd-{pid}-a{n}" for n in range(hosts)],
         [f"{subnet}.{n + 1}" for n in range(hosts)],
         f"hyd-{pid}-b",
         f"{subnet}.100",
+        [f"{subnet6}:{n + 1}" for n in range(hosts)],
+        f"{subnet6}:100",
     )
     created: list[str] = []
     try:
@@ -458,13 +468,17 @@ def namespaces(hosts: int = 1) -> Iterator[Net]:
             _ip("-n", name, "link", "set", "lo", "up")
         _ip("-n", net.b, "link", "add", "br0", "type", "bridge")
         _ip("-n", net.b, "addr", "add", f"{net.address_b}/24", "dev", "br0")
+        # nodad: usable at once, not after a second of duplicate address detection
+        _ip("-n", net.b, "addr", "add", f"{net.address_b6}/64", "dev", "br0", "nodad")
         _ip("-n", net.b, "link", "set", "br0", "up")
-        for n, (name, address) in enumerate(zip(net.hosts, net.addresses, strict=True)):
+        pairs = zip(net.hosts, net.addresses, net.addresses6, strict=True)
+        for n, (name, address, address6) in enumerate(pairs):
             here, there = f"hyd{pid}h{n}", f"hyd{pid}b{n}"
             _ip("link", "add", here, "type", "veth", "peer", "name", there)
             _ip("link", "set", here, "netns", name)
             _ip("link", "set", there, "netns", net.b)
             _ip("-n", name, "addr", "add", f"{address}/24", "dev", here)
+            _ip("-n", name, "addr", "add", f"{address6}/64", "dev", here, "nodad")
             _ip("-n", name, "link", "set", here, "up")
             _ip("-n", net.b, "link", "set", there, "master", "br0", "up")
         yield net
@@ -481,7 +495,8 @@ class Browser:
             [
                 *net.exec(net.b),
                 *(sys.executable, str(ROOT / "tests" / "discovery_browser.py")),
-                *("--address", net.address_b, "--key", KEY, "--seconds", "120"),
+                *("--address", net.address_b, "--address", net.address_b6),
+                *("--key", KEY, "--seconds", "120"),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -641,3 +656,110 @@ def test_a_specific_address_is_the_only_one_announced(tmp_path: Path) -> None:
             gateway.stop()
     assert found[("resolved", name)]["addresses"] == [net.address_a]
     assert found[("fetched", name)]["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "ipv6", "port"),
+    [("::", False, "5001"), ("0.0.0.0", True, "5001"), ("0.0.0.0", True, "0")],
+    ids=["ipv6-only", "dual-stack", "dual-stack-port-0"],
+)
+def test_ipv6_addresses_are_announced(tmp_path: Path, host: str, ipv6: bool, port: str) -> None:
+    config = tmp_path / "hydrogen.toml"
+    config.write_text(f"[server]\nipv6 = {str(ipv6).lower()}\n")
+    with namespaces() as net, browsing(net) as browser:
+        gateway = start(
+            # with port 0 the IPv4 and IPv6 sockets get different ports: one SRV port
+            # is announced, with the addresses of the socket that has it
+            [
+                *("--config", str(config), "--host", host, "--port", port),
+                *("--state-dir", str(tmp_path / "state"), "--printer=mk3=simulator"),
+            ],
+            prefix=net.exec(net.a),
+        )
+        try:
+            name = instance_name("mk3", socket.gethostname()) + "." + OCTOPRINT_TYPE
+            found = _collect(browser, {name}, {"resolved", "fetched"})
+        finally:
+            gateway.stop()
+    wanted = [net.address_a6] if host == "::" else [net.address_a, net.address_a6]
+    announced = found[("resolved", name)]["addresses"]
+    if port == "0":
+        assert len(announced) == 1 and announced[0] in wanted, announced
+    else:
+        assert sorted(announced) == sorted(wanted)
+    fetched = found[("fetched", name)]
+    assert fetched["status"] == 200, fetched
+    if host == "::":
+        assert fetched["url"].startswith(f"http://[{net.address_a6}]:5001/octoprint/mk3/")
+
+
+# -- the I/O part's failures are log lines, and shutdown stays bounded -------------------
+
+
+class _FakeZeroconf:
+    """Stands in for zeroconf.asyncio.AsyncZeroconf; nothing touches the network."""
+
+    register_error: Exception | None = None
+    hang_on_goodbye = False
+
+    def __init__(self, interfaces, ip_version=None) -> None:
+        self.interfaces = interfaces
+        self.registered: list = []
+
+    async def async_register_service(self, info, allow_name_change=False):
+        if self.register_error is not None:
+            raise self.register_error
+        self.registered.append(info)
+
+    async def async_unregister_all_services(self) -> None:
+        if self.hang_on_goodbye:
+            await asyncio.sleep(3600)
+
+    async def async_close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_zeroconf(monkeypatch):
+    pytest.importorskip("zeroconf", reason="the zeroconf package (the 'discovery' extra)")
+    import zeroconf.asyncio
+
+    monkeypatch.setattr(zeroconf.asyncio, "AsyncZeroconf", _FakeZeroconf)
+    monkeypatch.setattr(discovery, "WITHDRAW_SECONDS", 0.2)
+    monkeypatch.setattr(_FakeZeroconf, "register_error", None)
+    monkeypatch.setattr(_FakeZeroconf, "hang_on_goodbye", False)
+    return _FakeZeroconf
+
+
+def _announcer() -> discovery.Announcer:
+    return discovery.Announcer(_describe(["mk3"]), [Address("192.0.2.10", "eth0")], "h.local.")
+
+
+async def test_a_failed_registration_is_a_warning_and_stop_still_works(
+    fake_zeroconf, caplog
+) -> None:
+    fake_zeroconf.register_error = OSError("no multicast here")
+    announcer = _announcer()
+    announcer.start()
+    await asyncio.sleep(0.3)
+    await announcer.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("cannot announce 'mk3 on octopi'" in w and "no multicast" in w for w in warnings)
+
+
+async def test_a_hung_goodbye_is_left_after_the_bound(fake_zeroconf, caplog) -> None:
+    fake_zeroconf.hang_on_goodbye = True
+    announcer = _announcer()
+    announcer.start()
+    await asyncio.sleep(0.3)
+    begun = time.monotonic()
+    await announcer.stop()
+    assert time.monotonic() - begun < 1
+    assert any("withdrawing took more than" in r.getMessage() for r in caplog.records)
+
+
+async def test_stop_during_registration_cancels_it(fake_zeroconf) -> None:
+    announcer = _announcer()
+    announcer.start()
+    await announcer.stop()  # before the background task ran at all
+    assert announcer._zeroconf is None
