@@ -23,7 +23,7 @@ import logging
 import re
 import socket
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ MODEL_FILES = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
 UUID_NAMESPACE = uuid.UUID("9e0b0829-316a-4806-baaf-8754e8dfb314")
 #: How long shutdown waits for the goodbye packets.
 WITHDRAW_SECONDS = 2.0
+#: How often a wildcard bind looks at the interfaces again (a new DHCP lease, Wi-Fi
+#: that came up after the gateway): on a change the services are announced anew.
+REFRESH_SECONDS = 30.0
 INSTALL_HINT = "pip install 'hydrogen-gateway[discovery]' (or: pip install zeroconf)"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -276,21 +279,52 @@ def interfaces_up() -> dict[str, list[str]]:
 
 
 class Announcer:
-    """Registers the services in the background and withdraws them at shutdown."""
+    """Registers the services in the background and withdraws them at shutdown.
+
+    With ``refresh`` (the addresses to announce now), it looks again every
+    ``REFRESH_SECONDS`` and, when they changed, withdraws and announces anew.
+    """
 
     def __init__(
-        self, services: Sequence[Service], addresses: Sequence[Address], server: str
+        self,
+        services: Sequence[Service],
+        addresses: Sequence[Address],
+        server: str,
+        refresh: Callable[[], list[Address]] | None = None,
     ) -> None:
         self.services = list(services)
         self.addresses = list(addresses)
         self.server = server
+        self.refresh = refresh
         self._zeroconf: Any = None
         self._infos: list[Any] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start registering; returns at once (zeroconf's probing takes about 1.5 s)."""
-        self._task = asyncio.create_task(self._register(), name="zeroconf-register")
+        self._task = asyncio.create_task(self._run(), name="zeroconf")
+
+    async def _run(self) -> None:
+        if self.addresses:
+            await self._register()
+        while self.refresh is not None:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                current = await asyncio.to_thread(self.refresh)
+            except Exception as exc:  # psutil: try again next time
+                log.debug("zeroconf: cannot read the interfaces: %s", exc)
+                continue
+            if set(current) == set(self.addresses):
+                continue
+            log.info(
+                "zeroconf: the addresses changed (%s -> %s); announcing again",
+                ", ".join(a.address for a in self.addresses) or "none",
+                ", ".join(a.address for a in current) or "none",
+            )
+            await self._withdraw()
+            self.addresses = current
+            if current:
+                await self._register()
 
     def _interfaces(self) -> list[str | int]:
         """Where zeroconf sends from: each IPv4 address, each IPv6 address's interface."""
@@ -359,12 +393,15 @@ class Announcer:
             )
 
     async def stop(self) -> None:
-        """Send the goodbyes (TTL 0) and close, within ``WITHDRAW_SECONDS``."""
-        timeout = WITHDRAW_SECONDS
+        """Stop looking, send the goodbyes (TTL 0) and close, within ``WITHDRAW_SECONDS``."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self._withdraw()
+
+    async def _withdraw(self) -> None:
+        timeout = WITHDRAW_SECONDS
         if self._zeroconf is None:
             return
         try:
@@ -402,9 +439,14 @@ def announce(
         log.warning("zeroconf: not announcing: the zeroconf package is missing; %s", INSTALL_HINT)
         return None
     addresses, why = choose_addresses(bound, interfaces_up())
-    if why is not None:
+    wildcard = any(ipaddress.ip_address(b.split("%", 1)[0]).is_unspecified for b in bound)
+    if why is not None and not wildcard:
         log.warning("zeroconf: not announcing: %s", why)
         return None
+    if why is not None:
+        log.warning(
+            "zeroconf: not announcing yet: %s; looking again every %.0f s", why, REFRESH_SECONDS
+        )
     hostname = socket.gethostname()
     identity = gateway_identity(state_dir)
     services = describe(
@@ -416,6 +458,7 @@ def announce(
         api_version=api_version,
         model=host_model(),
     )
-    announcer = Announcer(services, addresses, server_name(hostname, identity))
+    refresh = (lambda: choose_addresses(bound, interfaces_up())[0]) if wildcard else None
+    announcer = Announcer(services, addresses, server_name(hostname, identity), refresh)
     announcer.start()
     return announcer

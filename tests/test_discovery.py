@@ -642,6 +642,16 @@ def test_a_gateway_on_loopback_only_announces_nothing_and_says_why(tmp_path: Pat
     assert "not announcing: the gateway listens on loopback only (127.0.0.1)" in line, line
 
 
+def test_a_host_without_an_address_yet_is_looked_at_again(tmp_path: Path) -> None:
+    with namespaces() as net:
+        _ip("-n", net.a, "addr", "flush", "scope", "global")  # lo's 127.0.0.1 is scope host
+        gateway = start(["--state-dir", str(tmp_path), "--no-printers"], prefix=net.exec(net.a))
+        line = wait_for_line(gateway, "zeroconf")
+        gateway.stop()
+    assert "not announcing yet: no address outside loopback" in line, line
+    assert "looking again every 30 s" in line, line
+
+
 def test_a_specific_address_is_the_only_one_announced(tmp_path: Path) -> None:
     with namespaces() as net, browsing(net) as browser:
         _ip("-n", net.a, "addr", "add", "10.78.0.1/24", "dev", "lo")  # a second address
@@ -701,10 +711,13 @@ class _FakeZeroconf:
 
     register_error: Exception | None = None
     hang_on_goodbye = False
+    made: list[_FakeZeroconf] = []
 
     def __init__(self, interfaces, ip_version=None) -> None:
         self.interfaces = interfaces
         self.registered: list = []
+        self.closed = False
+        self.made.append(self)
 
     async def async_register_service(self, info, allow_name_change=False):
         if self.register_error is not None:
@@ -716,7 +729,7 @@ class _FakeZeroconf:
             await asyncio.sleep(3600)
 
     async def async_close(self) -> None:
-        pass
+        self.closed = True
 
 
 @pytest.fixture
@@ -728,6 +741,8 @@ def fake_zeroconf(monkeypatch):
     monkeypatch.setattr(discovery, "WITHDRAW_SECONDS", 0.2)
     monkeypatch.setattr(_FakeZeroconf, "register_error", None)
     monkeypatch.setattr(_FakeZeroconf, "hang_on_goodbye", False)
+    monkeypatch.setattr(_FakeZeroconf, "made", [])
+    monkeypatch.setattr(discovery, "REFRESH_SECONDS", 0.05)
     return _FakeZeroconf
 
 
@@ -763,3 +778,46 @@ async def test_stop_during_registration_cancels_it(fake_zeroconf) -> None:
     announcer.start()
     await announcer.stop()  # before the background task ran at all
     assert announcer._zeroconf is None
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_new_addresses_are_announced_anew(fake_zeroconf, caplog) -> None:
+    caplog.set_level("INFO", logger="hydrogen.discovery")
+    answers = iter([[Address("192.0.2.10", "eth0")]] * 2 + [[Address("192.0.2.77", "wlan0")]])
+    announcer = discovery.Announcer(
+        _describe(["mk3"]),
+        [Address("192.0.2.10", "eth0")],
+        "h.local.",
+        refresh=lambda: next(answers, [Address("192.0.2.77", "wlan0")]),
+    )
+    announcer.start()
+    await _until(lambda: len(fake_zeroconf.made) == 2 and fake_zeroconf.made[1].registered)
+    first, second = fake_zeroconf.made
+    assert first.closed and first.interfaces == ["192.0.2.10"]
+    assert second.interfaces == ["192.0.2.77"]
+    assert {tuple(i.parsed_addresses()) for i in second.registered} == {("192.0.2.77",)}
+    await asyncio.sleep(0.2)  # unchanged since: nothing more
+    assert len(fake_zeroconf.made) == 2
+    await announcer.stop()
+    assert second.closed
+    assert any("192.0.2.10 -> 192.0.2.77" in r.getMessage() for r in caplog.records)
+
+
+async def test_no_address_at_start_is_announced_once_one_comes(fake_zeroconf) -> None:
+    answers = iter([[], [], [Address("192.0.2.10", "eth0")]])
+    announcer = discovery.Announcer(
+        _describe(["mk3"]),
+        [],
+        "h.local.",
+        refresh=lambda: next(answers, [Address("192.0.2.10", "eth0")]),
+    )
+    announcer.start()
+    await _until(lambda: fake_zeroconf.made and len(fake_zeroconf.made[0].registered) == 2)
+    await announcer.stop()
+    assert len(fake_zeroconf.made) == 1 and fake_zeroconf.made[0].closed
