@@ -161,9 +161,8 @@ def describe(
     model: str = DEFAULT_MODEL,
 ) -> list[Service]:
     """Every service to announce: one ``_octoprint._tcp`` per printer, then the dashboard."""
-    names = _unique(
-        [instance_name(p, hostname) for p in printers] + [instance_name("Hydrogen", hostname)]
-    )
+    # Unique within a type: a printer called Hydrogen and the dashboard do not collide.
+    names = _unique([instance_name(p, hostname) for p in printers])
     services = [
         Service(
             OCTOPRINT_TYPE,
@@ -179,9 +178,9 @@ def describe(
             },
             printer,
         )
-        for printer, name in zip(printers, names, strict=False)
+        for printer, name in zip(printers, names, strict=True)
     ]
-    services.append(Service(HTTP_TYPE, names[-1], port, {"path": "/"}))
+    services.append(Service(HTTP_TYPE, instance_name("Hydrogen", hostname), port, {"path": "/"}))
     return services
 
 

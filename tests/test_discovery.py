@@ -125,6 +125,8 @@ def test_printers_that_come_out_the_same_are_told_apart() -> None:
     assert names[1] == "mk3-left on octopi-2"
     assert len(set(n.casefold() for n in names)) == len(names)
     assert all(len(n.encode()) <= INSTANCE_BYTES for n in names)
+    hydrogen = _describe(["Hydrogen"])  # another type: both keep their name
+    assert [s.instance for s in hydrogen] == ["Hydrogen on octopi", "Hydrogen on octopi"]
     dotted = _describe(["mk3.left"])[0]
     assert dotted.txt["path"] == "/octoprint/mk3.left/"  # the path keeps the real name
 
