@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import subprocess
@@ -262,6 +263,18 @@ def test_every_launch_of_serve_in_tests_and_bench_has_no_announce() -> None:
     assert not problems, (
         f"`serve` without --no-announce (mDNS must not leave the machine): {problems}"
     )
+
+
+def test_no_doc_block_a_test_runs_starts_serve_announcing() -> None:
+    """Shell blocks the tests run (``example: run by ...``) must not announce either."""
+    block = re.compile(r"<!-- example: run by [^>]*-->\n```[^\n]*\n(.*?)```", re.S)
+    problems = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in block.finditer(path.read_text(encoding="utf-8")):
+            for line in match.group(1).splitlines():
+                if re.search(r"\bhydrogen serve\b", line) and "--no-announce" not in line:
+                    problems.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert not problems, problems
 
 
 def test_the_scan_finds_a_launch_without_the_flag(tmp_path: Path) -> None:
