@@ -324,7 +324,7 @@ def test_guide_installs_a_working_host(doc: str, tmp_path: Path) -> None:
     assert host.index("useradd") < host.index("install -m 0640 -g hydrogen")
 
     # The package: pip installs this checkout.
-    assert host.calls("pip") == [f"pip install . (cwd={ROOT})"]
+    assert host.calls("pip") == [f"pip install .[discovery] (cwd={ROOT})"]
 
     # The unit: installed unchanged, and every path it relies on now exists.
     installed_unit = host.path("/etc/systemd/system/hydrogen.service")
