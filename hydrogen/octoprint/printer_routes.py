@@ -31,9 +31,19 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("true", "1", "yes")
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes ``²`` and ``٣``, which ``int``
+    refuses or reads as another number."""
+    return text.isascii() and text.isdigit()
+
+
 def _limit(request: web.Request) -> int | None:
+    """``limit=n``: the last n samples; anything else (0, -1, garbage, more digits
+    than any history has samples) is no limit."""
     text = request.query.get("limit", "")
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    if not _digits(text) or len(text) > 9:
+        return None
+    return int(text) or None
 
 
 def _number(value: Any, message: str) -> float:
@@ -122,7 +132,9 @@ async def tool_command(adapter: OctoPrintAdapter, request: web.Request, ask: Ask
 
 
 def _tool_index(tool: Any, message: str) -> int:
-    if not isinstance(tool, str) or not tool.startswith("tool") or not tool[4:].isdigit():
+    if not isinstance(tool, str) or not tool.startswith("tool"):
+        raise bad(message)
+    if not _digits(tool[4:]) or len(tool) > 7:  # tool0 .. tool999
         raise bad(message)
     return int(tool[4:])
 
