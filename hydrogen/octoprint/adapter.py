@@ -229,10 +229,21 @@ def no_content() -> web.Response:
 
 
 async def body(request: web.Request) -> dict[str, Any]:
-    """The JSON object of a command; OctoPrint's 400 (413) otherwise."""
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    """The JSON object of a command; OctoPrint's 400 (413) otherwise.
+
+    Read to its end: one ``read`` returns what has arrived so far, which for a body
+    in several TCP segments is only its first part."""
+    too_large = Refused(413, f"Request body larger than {MAX_BODY_BYTES} bytes")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise too_large
+    raw = bytearray()
+    while len(raw) <= MAX_BODY_BYTES:
+        chunk = await request.content.read(MAX_BODY_BYTES + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > MAX_BODY_BYTES:
-        raise Refused(413, f"Request body larger than {MAX_BODY_BYTES} bytes")
+        raise too_large
     try:
         value = json.loads(raw) if raw.strip() else None
     except (ValueError, RecursionError):

@@ -346,6 +346,33 @@ async def state_of(client: Any) -> dict[str, Any]:
 # an upload name with a line break: aiohttp warns of the header, and the upload is refused
 
 
+async def test_a_body_in_pieces_is_read_whole(octo, caplog):
+    """A command body that arrives in several TCP segments (a slow link, a proxy) is
+    one body: the JSON is read whole, and a body past the limit is 413 however it
+    arrives."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    for size, expected in ((1_000, 204), (40_000, 204), (MAX_BODY_BYTES + 10, 413)):
+        body = json.dumps({"command": "M105", "pad": "x" * size}).encode()
+        head = (
+            f"POST /octoprint/mk3/api/printer/command HTTP/1.1\r\nHost: x\r\n"
+            f"X-Api-Key: {CONTROL_KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(head + body[:100])
+        await writer.drain()
+        for start in range(100, len(body), 8192):
+            await asyncio.sleep(0.01)
+            writer.write(body[start : start + 8192])
+            await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        status = int(answer.split(b" ", 2)[1])
+        assert status == expected, (size, answer[:300])
+    check_log(caplog, "bodies in pieces")
+
+
 async def test_digits_that_int_cannot_read_are_refused_not_crashed(octo, caplog):
     """``str.isdigit`` takes ``²`` and 5000 digits; ``int`` refuses both."""
     caplog.set_level(logging.INFO)
