@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 
 from hydrogen.hub import Hub, Subscriber
 from hydrogen.octoprint import answers
+from hydrogen.octoprint.adapter import Refused
 from hydrogen.server.keys import GATEWAY
 
 if TYPE_CHECKING:
@@ -265,7 +266,13 @@ async def serve(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> we
                     await ws.close(code=4003, message=b"unknown session")
                     break
                 socket.ask = ask.as_identity(identity)
-                await socket.authenticated(request)
+                try:
+                    await socket.authenticated(request)
+                except Refused as exc:
+                    # no such printer (a session sees every printer a key does): the
+                    # answer cannot be an HTTP one any more, the socket is upgraded
+                    await ws.close(code=4003, message=exc.message.encode()[:120])
+                    break
                 tasks = [
                     asyncio.create_task(_closing(socket.follow(), ws), name="octoprint-events"),
                     asyncio.create_task(_closing(socket.tick(), ws), name="octoprint-current"),

@@ -398,6 +398,31 @@ async def test_digits_that_int_cannot_read_are_refused_not_crashed(octo, caplog)
 
 
 # -- the push socket ------------------------------------------------------------------
+async def login(client: Any, key: str = CONTROL_KEY) -> str:
+    answer = await (
+        await client.post(
+            "/octoprint/mk3/api/login", json={"passive": True}, headers={"X-Api-Key": key}
+        )
+    ).json()
+    return f"{answer['name']}:{answer['session']}"
+
+
+async def test_a_session_at_a_printer_that_does_not_exist_is_closed_not_answered(octo, caplog):
+    """A passive login's session sees every printer its key does, also at
+    ``/octoprint/nope/sockjs/websocket``: the upgraded socket is closed (4003), not
+    sent an HTTP answer in the middle of its frames."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    session = await login(client)
+    for printer in ("nope", "%00", "MK3"):
+        ws = await client.ws_connect(f"/octoprint/{printer}/sockjs/websocket")
+        assert "connected" in await ws.receive_json(timeout=5)
+        await ws.send_str(json.dumps({"auth": session}))
+        closing = await ws.receive(timeout=5)
+        assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4003, (printer, closing)
+        await ws.close()
+    assert not adapter_of(client).sockets
+    check_log(caplog, "a session at no printer", session.split(":")[1])
 
 
 # -- races --------------------------------------------------------------------------------
