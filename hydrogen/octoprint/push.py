@@ -241,6 +241,9 @@ class PushSocket:
 
 async def serve(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES)
+    if not ws.can_prepare(request).ok:
+        # OctoPrint's (Tornado's) words for a GET without the upgrade, in its shape
+        return web.json_response({"error": 'Can "Upgrade" only to "WebSocket".'}, status=400)
     await ws.prepare(request)
     socket = PushSocket(adapter, ws, ask)
     tasks: list[asyncio.Task[None]] = []

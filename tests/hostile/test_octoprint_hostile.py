@@ -425,4 +425,13 @@ async def test_a_session_at_a_printer_that_does_not_exist_is_closed_not_answered
     check_log(caplog, "a session at no printer", session.split(":")[1])
 
 
+async def test_the_socket_url_without_an_upgrade_is_octoprints_400(octo, caplog):
+    caplog.set_level(logging.INFO)
+    for headers in ({}, CONTROL):
+        response = await octo.get("/octoprint/mk3/sockjs/websocket", headers=headers)
+        assert response.status == 400
+        assert isinstance((await response.json())["error"], str)
+    check_log(caplog, "no upgrade")
+
+
 # -- races --------------------------------------------------------------------------------
