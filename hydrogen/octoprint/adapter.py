@@ -10,7 +10,6 @@ push sockets open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +33,8 @@ log = logging.getLogger(__name__)
 #: How long a G-code command is waited for before OctoPrint's 204 is answered anyway
 #: (OctoPrint answers at once; a G28 on a real printer takes longer than clients wait).
 COMMAND_WAIT_SECONDS = 2.0
+#: How long a message to all push sockets waits for one of them.
+BROADCAST_WAIT_SECONDS = 1.0
 NOT_OPERATIONAL = "Printer is not operational"
 
 #: The HTTP status of each error code on OctoPrint's API: Hydrogen's own
@@ -119,6 +120,9 @@ class Pushed(Protocol):
     ask: Ask
 
     async def send(self, message: Any) -> None: ...
+
+    def drop(self) -> None:
+        """End the connection at once, whatever it has not sent."""
 
 
 class OctoPrintAdapter:
@@ -207,10 +211,24 @@ class OctoPrintAdapter:
         return identity if identity is not None and identity.name == name else None
 
     async def broadcast(self, printer: str, message: dict[str, Any]) -> None:
-        for socket in list(self.sockets):
-            if socket.ask.printer == printer:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await socket.send(message)
+        """Tell every push socket of ``printer``, all at once; one whose client does
+        not take the message within :data:`BROADCAST_WAIT_SECONDS` (it stopped
+        reading: the send waits on a full socket) is dropped, so the request that
+        broadcasts (an upload) is never held up by it."""
+        targets = [socket for socket in list(self.sockets) if socket.ask.printer == printer]
+        await asyncio.gather(*(self._tell(socket, message) for socket in targets))
+
+    async def _tell(self, socket: Pushed, message: dict[str, Any]) -> None:
+        try:
+            await asyncio.wait_for(socket.send(message), BROADCAST_WAIT_SECONDS)
+        except (ConnectionError, RuntimeError):
+            pass
+        except TimeoutError:
+            log.info(
+                "octoprint: a push client took no message in %ss; dropped", BROADCAST_WAIT_SECONDS
+            )
+            self.sockets.discard(socket)
+            socket.drop()
 
     async def records(self, ask: Ask) -> list[Payload]:
         return (await ask.call("job_history", printer=ask.printer, limit=500))["jobs"]

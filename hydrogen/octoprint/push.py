@@ -145,6 +145,7 @@ class PushSocket:
         self.last_temperature = 0.0
         self.jobs: dict[str, Any] | None = None
         self.state: str | None = None
+        self.transport: asyncio.BaseTransport | None = None
 
     async def send(self, message: Any) -> None:
         await self.ws.send_str(json.dumps(message, allow_nan=False))
@@ -232,6 +233,13 @@ class PushSocket:
                 self.last_current = compared
                 await self.send({"current": current})
 
+    def drop(self) -> None:
+        """End the connection now (a client that stopped reading: a close frame
+        would wait behind what it has not read)."""
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
     def close(self) -> None:
         self.adapter.sockets.discard(self)
         subscriber, self.subscriber = self.subscriber, None
@@ -246,6 +254,7 @@ async def serve(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> we
         return web.json_response({"error": 'Can "Upgrade" only to "WebSocket".'}, status=400)
     await ws.prepare(request)
     socket = PushSocket(adapter, ws, ask)
+    socket.transport = request.transport
     tasks: list[asyncio.Task[None]] = []
     try:
         await socket.send(connected_message())

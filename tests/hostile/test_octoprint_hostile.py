@@ -434,4 +434,38 @@ async def test_the_socket_url_without_an_upgrade_is_octoprints_400(octo, caplog)
     check_log(caplog, "no upgrade")
 
 
+class Stuck:
+    """A push socket whose client never reads: every send waits forever."""
+
+    def __init__(self, ask: Any) -> None:
+        self.ask = ask
+        self.sends = 0
+        self.dropped = False
+
+    async def send(self, message: Any) -> None:
+        self.sends += 1
+        await asyncio.Event().wait()
+
+    def drop(self) -> None:
+        self.dropped = True
+
+
+async def test_a_push_client_that_never_reads_holds_up_no_one(octo, caplog):
+    """An upload tells every push socket of the printer; one whose client stopped
+    reading (its sends wait on a full socket) must not hold up the upload's answer."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    adapter = adapter_of(client)
+    ask = type("A", (), {"printer": "mk3"})()
+    stuck = Stuck(ask)
+    adapter.sockets.add(stuck)
+    form = aiohttp.FormData()
+    form.add_field("file", b"G28\n", filename="told.gcode")
+    async with asyncio.timeout(5):
+        response = await client.post("/octoprint/mk3/api/files/local", data=form, headers=CONTROL)
+    assert response.status == 201
+    assert stuck.sends == 1 and stuck.dropped and stuck not in adapter.sockets
+    check_log(caplog, "a stuck push client")
+
+
 # -- races --------------------------------------------------------------------------------
