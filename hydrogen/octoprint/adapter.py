@@ -36,6 +36,7 @@ COMMAND_WAIT_SECONDS = 2.0
 #: How long a message to all push sockets waits for one of them.
 BROADCAST_WAIT_SECONDS = 1.0
 NOT_OPERATIONAL = "Printer is not operational"
+ALREADY_PRINTING = "Printer already has an active print job, did you mean 'restart'?"
 
 #: The HTTP status of each error code on OctoPrint's API: Hydrogen's own
 #: (:data:`hydrogen.server.http_api.STATUS_FOR`, so a new code has one here too) but
@@ -137,6 +138,7 @@ class OctoPrintAdapter:
         self.sockets: set[Pushed] = set()
         self.appkeys = appkeys
         self._background: set[asyncio.Task[Any]] = set()
+        self._starting: dict[str, asyncio.Lock] = {}
 
     # -- the request's edge ---------------------------------------------------------------
     def route(self, handler: Handler, *, anonymous: bool = False) -> Any:
@@ -188,6 +190,17 @@ class OctoPrintAdapter:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.info("octoprint: a command answered late failed: %s", task.exception())
+
+    async def start(self, ask: Ask, name: str, *, cancelled: bool = False) -> None:
+        """Print ``name`` unless the printer has a job (OctoPrint's 409; Hydrogen's
+        own ``job_start`` would queue it), or ``cancelled`` (a restart: the job just
+        cancelled may not have ended yet). One start at a time per printer: the check
+        and the start of two requests at once would both find no job."""
+        lock = self._starting.setdefault(ask.printer, asyncio.Lock())
+        async with lock:
+            if not cancelled and answers.is_active(await ask.on_printer("job")):
+                raise Refused(409, ALREADY_PRINTING)
+            await ask.on_printer("job_start", file=name)
 
     async def job_state(self, ask: Ask) -> tuple[Payload, Payload]:
         summary = await self.summary(ask)

@@ -65,7 +65,7 @@ async def file_command(adapter: OctoPrintAdapter, request: web.Request, ask: Ask
         raise Refused(409, NOT_OPERATIONAL)
     adapter.selected[ask.printer] = stored["name"]
     if start:
-        await ask.on_printer("job_start", file=stored["name"])
+        await adapter.start(ask, stored["name"])
     return no_content()
 
 
@@ -97,7 +97,7 @@ async def upload(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> w
         adapter.selected[ask.printer] = stored.name
     if start:
         try:
-            await ask.on_printer("job_start", file=stored.name)
+            await adapter.start(ask, stored.name)
         except Refused as exc:
             raise Refused(409, f"Uploaded, but could not print: {exc.message}") from None
     answer = answers.upload(stored.name, ask.base, selected=select, printing=start)

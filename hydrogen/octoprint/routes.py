@@ -23,6 +23,7 @@ from hydrogen.octoprint import answers
 from hydrogen.octoprint import file_routes as files
 from hydrogen.octoprint import printer_routes as printer
 from hydrogen.octoprint.adapter import (
+    ALREADY_PRINTING,
     NOT_OPERATIONAL,
     Ask,
     Handler,
@@ -150,10 +151,10 @@ async def job_command(adapter: OctoPrintAdapter, request: web.Request, ask: Ask)
         if not answers.operational(summary["state"]):
             raise Refused(409, NOT_OPERATIONAL)
         if answers.is_active(payload):
-            raise Refused(409, "Printer already has an active print job, did you mean 'restart'?")
+            raise Refused(409, ALREADY_PRINTING)
         name = _job_file(adapter, ask.printer, payload)
         if name is not None:  # nothing selected: OctoPrint answers 204 and does nothing
-            await ask.on_printer("job_start", file=name)
+            await adapter.start(ask, name)
     elif command == "cancel":
         if not answers.is_active(payload):
             ask.may("job_cancel")
@@ -166,7 +167,7 @@ async def job_command(adapter: OctoPrintAdapter, request: web.Request, ask: Ask)
         if state != "paused":
             raise Refused(409, "Printer does not have an active print job or is not paused")
         await ask.on_printer("job_cancel")
-        await ask.on_printer("job_start", file=payload["file"])
+        await adapter.start(ask, payload["file"], cancelled=True)
     else:
         action = members.get("action", "toggle")
         if action not in ("pause", "resume", "toggle"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -469,3 +470,68 @@ async def test_a_push_client_that_never_reads_holds_up_no_one(octo, caplog):
 
 
 # -- races --------------------------------------------------------------------------------
+async def upload(client: Any, name: str, data: bytes, **fields: str) -> tuple[int, Any]:
+    form = aiohttp.FormData()
+    for field, value in fields.items():
+        form.add_field(field, value)
+    form.add_field("file", data, filename=name)
+    async with aiohttp.ClientSession() as session:
+        url = client.make_url("/octoprint/mk3/api/files/local")
+        async with session.post(url, data=form, headers=CONTROL) as response:
+            return response.status, await response.json()
+
+
+async def jobs_of(client: Any) -> list[dict[str, Any]]:
+    """The finished jobs of mk3."""
+    answer = await client.get("/api/jobs/history?printer=mk3&limit=500", headers=CONTROL)
+    return (await answer.json())["jobs"]
+
+
+async def cancel_and_settle(client: Any) -> None:
+    await client.post("/octoprint/mk3/api/job", json={"command": "cancel"}, headers=CONTROL)
+    async with asyncio.timeout(10):
+        while (await (await client.get("/api/job", headers=CONTROL)).json())["state"] != (
+            "Operational"
+        ):
+            await asyncio.sleep(0.05)
+
+
+async def test_uploads_of_the_file_being_started_and_starts_race(octo, caplog, seed):
+    caplog.set_level(logging.INFO)
+    client = octo
+    rng = random.Random(seed)
+    name = "race.gcode"
+    versions = [GCODE + f"; version {i} {rng.random()}\n".encode() for i in range(21)]
+    assert (await upload(client, name, versions[0], select="true"))[0] == 201
+    before = len(await jobs_of(client))
+    start = client.post("/octoprint/mk3/api/job", json={"command": "start"}, headers=CONTROL)
+    uploads = [upload(client, name, v) for v in versions[1:]]
+    results = await asyncio.gather(start, *uploads)
+    assert results[0].status == 204, await results[0].text()
+    for status, body in results[1:]:
+        assert status in (201, 409), (status, body)
+        if status == 409:
+            assert isinstance(body["error"], str), body
+    stored = (client.jobs.files.directory / name).read_bytes()
+    assert stored in versions
+    assert client.jobs.queue("mk3") == []
+    await cancel_and_settle(client)
+    assert len(await jobs_of(client)) == before + 1
+
+    # ten starts at once: one job
+    before = len(await jobs_of(client))
+    answers = await asyncio.gather(
+        *(
+            client.post("/octoprint/mk3/api/job", json={"command": "start"}, headers=CONTROL)
+            for _ in range(10)
+        )
+    )
+    statuses = sorted(a.status for a in answers)
+    assert statuses.count(204) == 1 and set(statuses) <= {204, 409}, statuses
+    for answer in answers:
+        if answer.status == 409:
+            assert isinstance((await answer.json())["error"], str)
+    assert client.jobs.queue("mk3") == []
+    await cancel_and_settle(client)
+    assert len(await jobs_of(client)) == before + 1
+    check_log(caplog, f"upload and start races (HYDROGEN_TEST_SEED={seed})")
