@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from hydrogen.jobs.manager import JobManager
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import SUBPROTOCOL, Role
 from hydrogen.server.app import create_app
+from hydrogen.server.keys import SOCKETS
 
 CONTROL_KEY = "control-key-0123456789"
 MONITOR_KEY = "monitor-key-0123456789"
@@ -46,8 +48,9 @@ GatewayFactory = Callable[..., Awaitable[tuple[Gateway, TestClient]]]
 
 
 @pytest.fixture
-async def gateway_client(aiohttp_client: Any, tmp_path: Any) -> GatewayFactory:
+async def gateway_client(aiohttp_client: Any, tmp_path: Any) -> AsyncIterator[GatewayFactory]:
     """Start a gateway app on a real socket; returns (gateway, client)."""
+    clients: list[tuple[Gateway, TestClient]] = []
 
     async def factory(**config_changes: Any) -> tuple[Gateway, TestClient]:
         gateway = Gateway(make_config(tmp_path, **config_changes))
@@ -56,9 +59,34 @@ async def gateway_client(aiohttp_client: Any, tmp_path: Any) -> GatewayFactory:
         client = await aiohttp_client(create_app(gateway, printers, jobs))
         client.printers = printers  # type: ignore[attr-defined]
         client.jobs = jobs  # type: ignore[attr-defined]
+        clients.append((gateway, client))
         return gateway, client
 
-    return factory
+    yield factory
+    await forget_closed_websockets(clients)
+
+
+async def forget_closed_websockets(clients: list[tuple[Gateway, TestClient]]) -> None:
+    """Before the server shuts down: close the WebSockets a test left open (as
+    ``TestClient.close`` does next), wait for the server's handlers to end, and drop
+    the closed sockets from the app's set of open ones.
+
+    The shutdown waits ``SHUTDOWN_FLUSH_SECONDS`` (0.5 s, hydrogen/server/app.py) for
+    a last status frame whenever that set is not empty; but the handler never removes
+    a closed socket from it (a WeakSet, and aiohttp keeps closed sockets referenced),
+    so every gateway test's teardown waited half a second for nothing: close_all has
+    nothing to close then. A socket still open is left where it is, and waited for."""
+    for gateway, client in clients:
+        for ws in list(client._websockets):
+            await ws.close()
+        # bounded: a handler that does not end just leaves the shutdown its usual wait
+        for _ in range(200):
+            if not gateway.connections.active:
+                break
+            await asyncio.sleep(0.01)
+        sockets = client.server.app[SOCKETS]
+        for ws in [ws for ws in sockets if ws.closed]:
+            sockets.discard(ws)
 
 
 async def connect(
