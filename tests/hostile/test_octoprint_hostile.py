@@ -19,9 +19,11 @@ select against delete). Random input comes from the ``seed`` fixture.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
+import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -32,14 +34,16 @@ import pytest
 from hydrogen.config import AuthConfig, OctoPrintConfig
 from hydrogen.gateway import Gateway
 from hydrogen.jobs.manager import JobManager
+from hydrogen.octoprint import push
 from hydrogen.octoprint.adapter import MAX_BODY_BYTES, OctoPrintAdapter
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.printers.printer import PrinterState
 from hydrogen.server.accesslog import RedactingAccessLogger
 from hydrogen.server.app import create_app
+from hydrogen.server.keys import GATEWAY
 from tests.conftest import ADMIN_KEY, CONTROL_KEY, MONITOR_KEY, make_config
 from tests.octoprint_truth.cases import CASES, GCODE
-from tests.test_octoprint_api import GHOST
+from tests.test_octoprint_api import GHOST, truth
 from tests.test_printers import sim_printer, wait_state
 
 CONTROL = {"X-Api-Key": CONTROL_KEY}
@@ -345,6 +349,84 @@ async def state_of(client: Any) -> dict[str, Any]:
 
 
 # an upload name with a line break: aiohttp warns of the header, and the upload is refused
+@pytest.mark.filterwarnings("ignore::aiohttp.multipart.BadContentDispositionHeader")
+async def test_every_route_refuses_hostile_requests_with_octoprints_error(octo, caplog, seed):
+    caplog.set_level(logging.DEBUG)
+    client = octo
+    walk = Walk(client)
+    routes = octoprint_routes(client.app_)
+    assert ("POST", "/api/job") in routes and ("GET", "/sockjs/websocket") in routes
+    before = await state_of(client)
+    kept = (client.jobs.files.directory / KEPT).read_bytes()
+    rng = random.Random(seed)
+
+    for name, method, path, body, headers in truth_cases():
+        recorded = truth()[name]
+        status, payload = await walk.send(
+            method, "/octoprint/mk3" + path, body=body, headers=headers
+        )
+        if status != recorded["status"] or (payload is not None) != ("error" in recorded):
+            walk.problems.append(f"{name}: {status} {payload}, OctoPrint {recorded}")
+
+    for method, path in routes:
+        anonymous = any(part in path for part in ANONYMOUS)
+        url = "/octoprint/mk3" + fill(path)
+        for headers in ({}, {"X-Api-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+            expect = None if anonymous else 403
+            await walk.send(method, url, headers=headers, body=b"{}", expect=expect)
+        if (method, path) in ACTING:
+            acting = ACTING[(method, path)]
+            body = None if acting is None else json.dumps(acting).encode()
+            await walk.send(method, url, headers=MONITOR, body=body, expect=403)
+        # (what acts with the right key acts on a file that is not there)
+        target = "/octoprint/mk3" + fill(path, KEPT if method == "GET" else "absent.gcode")
+        for query in QUERIES:
+            await walk.send(method, target + query, body=b"{}" if method != "GET" else None)
+        for printer in PRINTERS:
+            await walk.send(method, f"/octoprint/{printer}" + fill(path, "absent.gcode"))
+        if "{name}" in path and method != "DELETE":
+            for name in NAMES:  # none of them is a stored file, whatever it resolves to
+                status, _ = await walk.send(method, "/octoprint/mk3" + fill(path, name), body=b"{}")
+                if status < 400:
+                    walk.problems.append(f"{method} {path} {name[:60]}: {status}")
+        if method in ("GET", "DELETE"):
+            continue
+        for _what, body, content_type in raw_bodies():
+            await walk.send(method, target, body=body, content_type=content_type)
+        for command, members in MEMBERS.get(path, {}).items():
+            for member in members:
+                values = wrong_values()
+                rng.shuffle(values)
+                for value in values:
+                    prefix = f'{{"command": "{command}", ' if command else "{"
+                    body = prefix.encode() + f'"{member}": '.encode() + value + b"}"
+                    await walk.send(method, target, body=body)
+            if command:  # every member missing
+                await walk.send(method, target, body=json.dumps({"command": command}).encode())
+    for method in ("PUT", "PATCH", "OPTIONS"):
+        await walk.send(method, "/octoprint/mk3/api/job", body=b"{}")
+    # the default printer's roots take the same
+    for method, path in routes:
+        if path.startswith("/api/") and method != "GET":
+            for root in ("", "/"):
+                await walk.send(method, root + fill(path, "absent.gcode"), body=b"{nope")
+                await walk.send(method, root + fill(path, "absent.gcode"), headers={}, expect=403)
+    for name in UPLOAD_NAMES:
+        await walk.send(
+            "POST",
+            "/octoprint/mk3/api/files/local",
+            body=multipart(name),
+            content_type="multipart/form-data; boundary=B",
+            expect=400,
+        )
+
+    assert not walk.problems, f"HYDROGEN_TEST_SEED={seed}:\n" + "\n".join(walk.problems)
+    assert walk.seen > 1000, walk.seen
+    check_log(caplog, f"the walk (HYDROGEN_TEST_SEED={seed})")
+    assert (await client.get("/api/version", headers=CONTROL)).status == 200
+    assert client.printers.printers["mk3"].state in (PrinterState.READY, PrinterState.BUSY)
+    assert await state_of(client) == before
+    assert (client.jobs.files.directory / KEPT).read_bytes() == kept
 
 
 async def test_a_body_in_pieces_is_read_whole(octo, caplog):
@@ -398,6 +480,52 @@ async def test_digits_that_int_cannot_read_are_refused_not_crashed(octo, caplog)
     check_log(caplog, "digits")
 
 
+async def test_a_body_cut_off_by_a_dropped_link_is_no_server_error(octo, caplog, seed):
+    """A client that announces a body and vanishes halfway: nothing logged as an
+    error, nothing done, the gateway serving on."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    rng = random.Random(seed)
+    before = await state_of(client)
+    posts = [path for method, path in octoprint_routes(client.app_) if method == "POST"]
+    for path in posts:
+        body = json.dumps({"command": "M105", "pad": "x" * rng.randrange(10, 30_000)}).encode()
+        content_type = (
+            "multipart/form-data; boundary=B"
+            if path == "/api/files/local"
+            else ("application/json")
+        )
+        if path == "/api/files/local":
+            body = multipart("cut.gcode", GCODE)
+        head = (
+            f"POST /octoprint/mk3{fill(path, 'absent.gcode')} HTTP/1.1\r\nHost: x\r\n"
+            f"X-Api-Key: {CONTROL_KEY}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body) + 1000}\r\n\r\n"
+        ).encode()
+        _, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(head + body[: rng.randrange(1, len(body))])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
+    await asyncio.sleep(0.2)
+    check_log(caplog, f"bodies cut off (HYDROGEN_TEST_SEED={seed})")
+    assert await state_of(client) == before
+    assert (await client.get("/api/version", headers=CONTROL)).status == 200
+
+
+async def test_a_flood_of_passive_logins_keeps_a_bounded_number_of_sessions(octo):
+    client = octo
+    adapter = adapter_of(client)
+    answers = await asyncio.gather(
+        *(
+            client.post("/octoprint/mk3/api/login", json={"passive": True}, headers=MONITOR)
+            for _ in range(1100)
+        )
+    )
+    assert {a.status for a in answers} == {200}
+    assert len(adapter.sessions) <= 1024
+
+
 # -- the push socket ------------------------------------------------------------------
 async def login(client: Any, key: str = CONTROL_KEY) -> str:
     answer = await (
@@ -406,6 +534,113 @@ async def login(client: Any, key: str = CONTROL_KEY) -> str:
         )
     ).json()
     return f"{answer['name']}:{answer['session']}"
+
+
+async def test_the_push_socket_shrugs_off_garbage_and_closes_on_what_it_must(octo, caplog, seed):
+    caplog.set_level(logging.DEBUG)
+    client = octo
+    session = await login(client)
+    rng = random.Random(seed)
+    ws = await client.ws_connect("/octoprint/mk3/sockjs/websocket")
+    assert "connected" in await ws.receive_json(timeout=5)
+    garbage: list[Any] = [
+        b"\x00\xff" * 100,
+        "{nope",
+        "[1, 2]",
+        '"auth"',
+        "null",
+        json.dumps({"auth": 5}),
+        json.dumps({"auth": None}),
+        json.dumps({"auth": ["ctl", "x"]}),
+        *(json.dumps({"throttle": v}) for v in (0, -5, 10**40, "7", None, True, 1.5, [], {})),
+        '{"throttle": NaN}',
+        '{"throttle": 1e999}',
+        '{"a":' * 500 + "1" + "}" * 500,
+        bytes(rng.randrange(256) for _ in range(2000)),
+    ]
+    rng.shuffle(garbage)
+    for message in garbage:
+        await (ws.send_bytes(message) if isinstance(message, bytes) else ws.send_str(message))
+    await ws.send_str(json.dumps({"auth": session}))
+    history = await ws.receive_json(timeout=5)
+    assert "history" in history
+    await ws.send_str(json.dumps({"throttle": 10**40}))
+    await ws.send_str(json.dumps({"auth": "ctl:a-second-auth-is-ignored"}))
+    await ws.send_str("x" * (push.MAX_MESSAGE_BYTES + 1))  # too big: closed
+    closing = await ws.receive(timeout=5)
+    while closing.type is aiohttp.WSMsgType.TEXT:
+        closing = await ws.receive(timeout=5)
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
+    await ws.close()
+
+    for auth in ("ctl:wrong", session.replace("ctl", "mon"), ":", "x" * 3000, session + "x"):
+        ws = await client.ws_connect("/octoprint/mk3/sockjs/websocket")
+        await ws.receive_json(timeout=5)
+        await ws.send_str(json.dumps({"auth": auth}))
+        closing = await ws.receive(timeout=5)
+        assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4003, (auth, closing)
+        await ws.close()
+
+    # a valid session at a printer that does not exist, or one that is offline
+    for printer in ("nope", "ghost", "%00"):
+        ws = await client.ws_connect(f"/octoprint/{printer}/sockjs/websocket")
+        await ws.receive_json(timeout=5)
+        await ws.send_str(json.dumps({"auth": session}))
+        answer = await ws.receive(timeout=5)
+        assert answer.type in (
+            aiohttp.WSMsgType.TEXT,
+            aiohttp.WSMsgType.CLOSE,
+        ), (printer, answer)
+        await ws.close()
+    # the socket's URL without an upgrade
+    response = await client.get("/octoprint/mk3/sockjs/websocket")
+    assert response.status == 400 and isinstance((await response.json())["error"], str)
+    await asyncio.sleep(0.1)
+    check_log(caplog, f"push garbage (HYDROGEN_TEST_SEED={seed})", session.split(":")[1])
+    assert not adapter_of(client).sockets
+
+
+def upgrade_request(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def test_sockets_dropped_mid_handshake_leave_nothing_behind(octo, caplog, seed):
+    caplog.set_level(logging.INFO)
+    client = octo
+    rng = random.Random(seed)
+    adapter = adapter_of(client)
+    hub = client.app_[GATEWAY].hub
+    subscribers = len(hub.subscribers)
+    session = await login(client)
+    request = upgrade_request("/octoprint/mk3/sockjs/websocket")
+    auth = json.dumps({"auth": session}).encode()
+    # a masked client text frame of ``auth``
+    frame = bytes([0x81, 0x80 | len(auth)]) + b"\0\0\0\0" + auth if len(auth) < 126 else None
+    assert frame is not None
+
+    async def one(i: int) -> None:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        cut = rng.choice(("head", "upgraded", "auth", "half frame"))
+        if cut == "head":
+            writer.write(request[: rng.randrange(1, len(request))])
+        else:
+            writer.write(request)
+            if cut in ("auth", "half frame"):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(frame if cut == "auth" else frame[: len(frame) // 2])
+        await writer.drain()
+        await asyncio.sleep(rng.random() * 0.05)
+        writer.transport.abort()
+
+    await asyncio.gather(*(one(i) for i in range(60)))
+    async with asyncio.timeout(10):
+        while adapter.sockets or len(hub.subscribers) > subscribers:
+            await asyncio.sleep(0.05)
+    check_log(caplog, f"dropped handshakes (HYDROGEN_TEST_SEED={seed})", session.split(":")[1])
+    assert (await client.get("/api/version", headers=CONTROL)).status == 200
 
 
 async def test_a_session_at_a_printer_that_does_not_exist_is_closed_not_answered(octo, caplog):
@@ -467,6 +702,59 @@ async def test_a_push_client_that_never_reads_holds_up_no_one(octo, caplog):
     assert response.status == 201
     assert stuck.sends == 1 and stuck.dropped and stuck not in adapter.sockets
     check_log(caplog, "a stuck push client")
+
+
+async def test_a_real_push_client_that_never_reads_is_bounded(octo, caplog, monkeypatch):
+    """A raw WebSocket that authenticates and then never reads, sent 64 KiB messages
+    every 10 ms: what the gateway keeps for it stays bounded (the sender waits on the
+    socket once aiohttp's writer has 64 KiB unsent), everyone else is served
+    meanwhile, an upload's event to it does not hold up the upload, and once it goes
+    away nothing of it is left. (A client that stays is ended by the heartbeat.)"""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(push, "CURRENT_INTERVAL", 0.01)
+    snapshot, count = push.PushSocket.snapshot, itertools.count()
+
+    async def padded(self: Any, *, history: bool) -> dict[str, Any]:
+        return {**await snapshot(self, history=history), "pad": f"{next(count)}" + "x" * 65536}
+
+    monkeypatch.setattr(push.PushSocket, "snapshot", padded)
+    client = octo
+    session = await login(client)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(upgrade_request("/octoprint/mk3/sockjs/websocket"))
+    await reader.readuntil(b"\r\n\r\n")
+    auth = json.dumps({"auth": session}).encode()
+    writer.write(bytes([0x81, 0x80 | len(auth)]) + b"\0\0\0\0" + auth)
+    await writer.drain()
+    writer.transport.pause_reading()
+    adapter = adapter_of(client)
+    async with asyncio.timeout(5):
+        while not adapter.sockets:
+            await asyncio.sleep(0.01)
+    (pushed,) = adapter.sockets
+    transport = pushed.transport
+    assert transport is not None
+    largest = 0
+    for _ in range(30):
+        await asyncio.sleep(0.05)
+        largest = max(largest, transport.get_write_buffer_size())
+        assert (await client.get("/api/version", headers=CONTROL)).status == 200
+    assert 0 < largest < 512 * 1024, largest  # blocked on the socket, and bounded
+    form = aiohttp.FormData()
+    form.add_field("file", b"G28\n", filename="told.gcode")
+    async with asyncio.timeout(5):
+        response = await client.post("/octoprint/mk3/api/files/local", data=form, headers=CONTROL)
+    assert response.status == 201
+    assert transport.get_write_buffer_size() < 512 * 1024
+    writer.transport.abort()
+    async with asyncio.timeout(10):
+        while adapter.sockets:
+            await asyncio.sleep(0.05)
+    check_log(caplog, "a client that never reads", session.split(":")[1])
 
 
 # -- races --------------------------------------------------------------------------------
@@ -535,3 +823,29 @@ async def test_uploads_of_the_file_being_started_and_starts_race(octo, caplog, s
     await cancel_and_settle(client)
     assert len(await jobs_of(client)) == before + 1
     check_log(caplog, f"upload and start races (HYDROGEN_TEST_SEED={seed})")
+
+
+async def test_select_and_delete_race(octo, caplog, seed):
+    """Select and delete of one file at once: whichever wins, a deleted file is not
+    left selected (``start`` would print nothing, or a file uploaded later under the
+    name)."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    adapter = adapter_of(client)
+    rng = random.Random(seed)
+    for round_ in range(12):
+        name = f"sel-{round_}.gcode"
+        assert (await upload(client, name, b"G28\n"))[0] == 201
+        select = client.post(
+            f"/octoprint/mk3/api/files/local/{name}", json={"command": "select"}, headers=CONTROL
+        )
+        delete = client.delete(f"/octoprint/mk3/api/files/local/{name}", headers=CONTROL)
+        pair = [select, delete] if rng.random() < 0.5 else [delete, select]
+        for answer in await asyncio.gather(*pair):
+            assert answer.status in (204, 404, 409), await answer.text()
+        exists = (client.jobs.files.directory / name).exists()
+        if not exists:
+            assert adapter.selected.get("mk3") != name, f"round {round_}: a deleted file selected"
+    job = await client.get("/octoprint/mk3/api/job", headers=CONTROL)
+    assert job.status == 200
+    check_log(caplog, f"select and delete (HYDROGEN_TEST_SEED={seed})")
