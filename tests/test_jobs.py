@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -85,6 +86,11 @@ async def wait_job(ws, *states: str, timeout: float = 30) -> dict:
     )
 
 
+#: Simulated time at 20x for tests that print whole files to check what reached the
+#: firmware, not how long it took: the G28 each file starts with is 3 simulated seconds.
+FAST_SIM = 20.0
+
+
 # -- files --------------------------------------------------------------------------------
 
 
@@ -130,6 +136,7 @@ async def test_octoprint_upload_route_with_x_api_key(job_gateway):
 
 async def test_octoprint_upload_with_print_true_starts_the_job(job_gateway):
     _, client, _, sim = job_gateway
+    sim.time_scale = FAST_SIM
     ws = await connect(client)
     await receive_json(ws)
     await subscribe(ws, "printer/sim/job")
@@ -263,6 +270,7 @@ async def test_a_file_that_is_printing_or_queued_cannot_be_replaced_or_deleted(j
 
 async def test_job_runs_to_completion_with_every_line_exactly_once(job_gateway):
     _, client, printer, sim = job_gateway
+    sim.time_scale = FAST_SIM
     data, commands = gcode_file(1500)
     assert (await upload(client, "full.gcode", data)).status == 201
     ws = await connect(client)
@@ -293,6 +301,7 @@ async def test_job_runs_to_completion_with_every_line_exactly_once(job_gateway):
 
 async def test_exactly_once_under_injected_corruption(job_gateway):
     _, client, printer, sim = job_gateway
+    sim.time_scale = FAST_SIM
     data, commands = gcode_file(800)
     await upload(client, "noisy.gcode", data)
     ws = await connect(client)
@@ -370,6 +379,7 @@ async def test_halt_mid_job_fails_it_with_the_reason(job_gateway):
 
 async def test_queue_runs_jobs_one_after_another(job_gateway):
     _, client, _, sim = job_gateway
+    sim.time_scale = FAST_SIM
     first, first_cmds = gcode_file(300)
     second, second_cmds = gcode_file(200)
     await upload(client, "one.gcode", first)
@@ -412,7 +422,8 @@ async def test_job_requests_need_control_and_existing_files(job_gateway):
 
 
 async def test_http_job_control_and_history(job_gateway):
-    _, client, _, _ = job_gateway
+    _, client, _, sim = job_gateway
+    sim.time_scale = FAST_SIM
     data, commands = gcode_file(100)
     await upload(client, "http.gcode", data)
     response = await client.post(
@@ -431,6 +442,18 @@ async def test_http_job_control_and_history(job_gateway):
     assert record["lines_sent"] == len(commands)
     text = await (await client.get("/metrics", headers=MONITOR)).text()
     assert 'hydrogen_jobs_total{outcome="completed",printer="sim"} 1.0' in text
+
+
+def running_jobs(path) -> int:
+    """How many jobs the history file holds as running (read-only, while the gateway
+    writes it)."""
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            return db.execute("select count(*) from jobs where outcome='running'").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return 0
 
 
 def _free_port() -> int:
@@ -469,7 +492,10 @@ async def test_history_survives_restart_and_a_crash_is_recorded_as_failed(tmp_pa
             await session.post(
                 f"{base}/api/printers/sim/job", json={"action": "start", "file": "crash.gcode"}
             )
-            await asyncio.sleep(1.0)
+            # the crash comes once the started job is on disk (recorded as running)
+            async with asyncio.timeout(20):
+                while not running_jobs(tmp_path / "jobs.sqlite3"):
+                    await asyncio.sleep(0.05)
     finally:
         gw.proc.send_signal(signal.SIGKILL)  # a crash, not a clean stop
         gw.proc.wait(10)
