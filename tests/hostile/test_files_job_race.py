@@ -76,6 +76,9 @@ async def test_job_start_and_a_delete_or_replace_never_both_win(
 ):
     rng, where = seeded(seed, repeat)
     _, client, printer, sim = job_gateway
+    # The race is in the gateway's start, not the printer: simulated time at 20x, so
+    # the G28 each file starts with (3 simulated seconds) does not pace every round.
+    sim.time_scale = 20.0
     files_dir = tmp_path / "files"
     ws = await connect(client)
     await receive_json(ws)
