@@ -27,10 +27,11 @@ from aiohttp import WSMsgType, web
 from hydrogen.hub import Hub, Subscriber
 from hydrogen.octoprint import answers
 from hydrogen.octoprint.adapter import Refused
-from hydrogen.server.keys import GATEWAY
+from hydrogen.server.keys import CREDENTIALS, GATEWAY
 
 if TYPE_CHECKING:
     from hydrogen.octoprint.adapter import Ask, OctoPrintAdapter
+    from hydrogen.server.credentials import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ CURRENT_INTERVAL = 0.5
 MAX_THROTTLE = 120
 #: A client message larger than this closes the socket (they are tiny JSON objects).
 MAX_MESSAGE_BYTES = 4096
+#: The close code of a session refused: not one, its key revoked, no such printer.
+REFUSED = 4003
 _ACTIVE = ("queued", "printing", "paused")
 
 
@@ -146,6 +149,7 @@ class PushSocket:
         self.jobs: dict[str, Any] | None = None
         self.state: str | None = None
         self.transport: asyncio.BaseTransport | None = None
+        self.credentials: Credentials | None = None
 
     async def send(self, message: Any) -> None:
         await self.ws.send_str(json.dumps(message, allow_nan=False))
@@ -222,11 +226,26 @@ class PushSocket:
         payload = event_payload(kind, job, summary)
         await self.send({"event": {"type": kind, "payload": payload}})
 
+    def still_valid(self) -> bool:
+        """Is the key of the session that opened this socket still there (not revoked,
+        not rotated)?"""
+        credentials = self.credentials
+        return credentials is None or credentials.still_valid(self.ask.identity)
+
     async def tick(self) -> None:
         """``current`` when anything changed, at most every interval times the throttle;
-        temperatures change all the time, so in practice at that rate."""
+        temperatures change all the time, so in practice at that rate. Every interval,
+        whatever the throttle, the key is looked at: a revoked one ends the socket."""
+        waited = 0
         while True:
-            await asyncio.sleep(CURRENT_INTERVAL * self.throttle)
+            await asyncio.sleep(CURRENT_INTERVAL)
+            if not self.still_valid():
+                await self.ws.close(code=REFUSED, message=b"the key was revoked")
+                return
+            waited += 1
+            if waited < self.throttle:
+                continue
+            waited = 0
             current = await self.snapshot(history=False)
             compared = json.dumps({**current, "serverTime": None}, sort_keys=True)
             if compared != self.last_current:
@@ -255,6 +274,7 @@ async def serve(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> we
     await ws.prepare(request)
     socket = PushSocket(adapter, ws, ask)
     socket.transport = request.transport
+    socket.credentials = request.app.get(CREDENTIALS)
     tasks: list[asyncio.Task[None]] = []
     try:
         await socket.send(connected_message())
@@ -275,15 +295,18 @@ async def serve(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> we
             if isinstance(auth, str) and not tasks:
                 identity = adapter.session_identity(auth)
                 if identity is None or not identity.sees(ask.printer):
-                    await ws.close(code=4003, message=b"unknown session")
+                    await ws.close(code=REFUSED, message=b"unknown session")
                     break
                 socket.ask = ask.as_identity(identity)
+                if not socket.still_valid():  # the session of a key revoked since
+                    await ws.close(code=REFUSED, message=b"the key was revoked")
+                    break
                 try:
                     await socket.authenticated(request)
                 except Refused as exc:
                     # no such printer (a session sees every printer a key does): the
                     # answer cannot be an HTTP one any more, the socket is upgraded
-                    await ws.close(code=4003, message=exc.message.encode()[:120])
+                    await ws.close(code=REFUSED, message=exc.message.encode()[:120])
                     break
                 tasks = [
                     asyncio.create_task(_closing(socket.follow(), ws), name="octoprint-events"),

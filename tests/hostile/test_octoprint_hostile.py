@@ -670,6 +670,38 @@ async def test_the_socket_url_without_an_upgrade_is_octoprints_400(octo, caplog)
     check_log(caplog, "no upgrade")
 
 
+async def test_a_revoked_keys_session_opens_no_push_socket_and_ends_the_open_ones(octo, caplog):
+    """A passive login's session is the key's: once the key is revoked, the session
+    authenticates no new push socket (4003), and the sockets it opened end, as
+    Hydrogen's own WebSocket logins of that key do."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    admin = {"X-Api-Key": ADMIN_KEY}
+    added = await client.post("/api/keys", json={"name": "phone", "role": "monitor"}, headers=admin)
+    assert added.status == 201, await added.text()
+    secret = (await added.json())["secret"]
+    session = await login(client, secret)
+    ws = await client.ws_connect("/octoprint/mk3/sockjs/websocket")
+    assert "connected" in await ws.receive_json(timeout=5)
+    await ws.send_str(json.dumps({"auth": session}))
+    assert "history" in await ws.receive_json(timeout=5)
+
+    assert (await client.delete("/api/keys/phone", headers=admin)).status == 200
+    async with asyncio.timeout(5):
+        while (message := await ws.receive()).type is aiohttp.WSMsgType.TEXT:
+            pass
+    assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 4003, message
+    await ws.close()
+
+    fresh = await client.ws_connect("/octoprint/mk3/sockjs/websocket")
+    await fresh.receive_json(timeout=5)
+    await fresh.send_str(json.dumps({"auth": session}))
+    closing = await fresh.receive(timeout=5)
+    assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4003, closing
+    await fresh.close()
+    check_log(caplog, "a revoked key's session", secret, session.split(":")[1])
+
+
 class Stuck:
     """A push socket whose client never reads: every send waits forever."""
 
