@@ -6,6 +6,7 @@ download, each through the ``files``, ``file``, ``file_delete``, ``job_history``
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from typing import Any
 
@@ -115,10 +116,29 @@ async def upload(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> w
     return web.json_response(answer, status=201, headers={"Location": location})
 
 
+#: What a download reads at a time, off the event loop.
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+
+
 async def download(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> web.StreamResponse:
+    """The stored file, from a handle opened first: a file deleted (or replaced)
+    while it is sent is sent whole as it was, and one deleted between the lookup and
+    the open is OctoPrint's 404, not an empty one."""
     stored = await ask.call("file", file=request.match_info["name"])
     assert adapter.jobs is not None  # the route exists only with a job manager
-    return web.FileResponse(
-        adapter.jobs.files.path(stored["name"]),
-        headers={"Content-Type": "text/x-gcode"},
-    )
+    name = stored["name"]
+    try:
+        handle = await asyncio.to_thread(adapter.jobs.files.path(name).open, "rb")
+    except FileNotFoundError:
+        raise Refused(404, f"no file named {name!r}") from None
+    try:
+        response = web.StreamResponse(headers={"Content-Type": "text/x-gcode"})
+        response.content_length = os.fstat(handle.fileno()).st_size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            while chunk := await asyncio.to_thread(handle.read, DOWNLOAD_CHUNK_BYTES):
+                await response.write(chunk)
+        await response.write_eof()
+    finally:
+        handle.close()
+    return response

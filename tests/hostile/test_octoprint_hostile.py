@@ -857,6 +857,45 @@ async def test_uploads_of_the_file_being_started_and_starts_race(octo, caplog, s
     check_log(caplog, f"upload and start races (HYDROGEN_TEST_SEED={seed})")
 
 
+async def test_a_download_of_a_file_deleted_meanwhile_is_octoprints_404_or_the_whole_file(
+    octo, caplog, monkeypatch
+):
+    """A file deleted between the download's lookup and its open is OctoPrint's 404
+    ``{"error": ...}`` (it was an empty 404); one deleted while it is sent is sent
+    whole as it was."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    adapter = adapter_of(client)
+    directory = client.jobs.files.directory
+    call = adapter.api.call
+
+    async def then_deleted(name: str, members: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = await call(name, members, *args, **kwargs)
+        if name == "file" and members.get("file") == "gone.gcode":
+            (directory / "gone.gcode").unlink()
+        return answer
+
+    assert (await upload(client, "gone.gcode", b"G28\n"))[0] == 201
+    monkeypatch.setattr(adapter.api, "call", then_deleted)
+    response = await client.get("/octoprint/mk3/downloads/files/local/gone.gcode", headers=CONTROL)
+    assert response.status == 404
+    assert isinstance((await response.json())["error"], str)
+    monkeypatch.undo()
+
+    data = GCODE * 400  # ~1 MB
+    assert (await upload(client, "big.gcode", data))[0] == 201
+    url = "/octoprint/mk3/downloads/files/local/big.gcode"
+    head = await client.head(url, headers=CONTROL)
+    assert head.status == 200 and int(head.headers["Content-Length"]) == len(data)
+    assert await head.read() == b""
+    response = await client.get(url, headers=CONTROL)
+    first = await response.content.read(1000)
+    deleted = await client.delete("/octoprint/mk3/api/files/local/big.gcode", headers=CONTROL)
+    assert deleted.status == 204
+    assert first + await response.read() == data
+    check_log(caplog, "download and delete")
+
+
 async def test_select_and_delete_race(octo, caplog, seed):
     """Select and delete of one file at once: whichever wins, a deleted file is not
     left selected (``start`` would print nothing, or a file uploaded later under the
