@@ -429,6 +429,49 @@ async def test_every_route_refuses_hostile_requests_with_octoprints_error(octo, 
     assert (client.jobs.files.directory / KEPT).read_bytes() == kept
 
 
+async def test_a_key_scoped_to_another_printer_reaches_nothing_of_this_one(octo, caplog):
+    """A control key for ``ghost`` only, on every route of mk3 (its root, the bare
+    and the doubled one), with bodies that would act: 404 (403 where OctoPrint
+    refuses first), nothing changed; its session opens no push socket of mk3."""
+    caplog.set_level(logging.INFO)
+    client = octo
+    admin = {"X-Api-Key": ADMIN_KEY}
+    added = await client.post(
+        "/api/keys", json={"name": "g", "role": "control", "printers": ["ghost"]}, headers=admin
+    )
+    secret = (await added.json())["secret"]
+    scoped = {"X-Api-Key": secret}
+    before = await state_of(client)
+    walk = Walk(client)
+    for method, path in octoprint_routes(client.app_):
+        if any(part in path for part in ANONYMOUS):
+            continue
+        acting = ACTING.get((method, path)) or {"command": "select", "print": True}
+        body = json.dumps(acting).encode() if method == "POST" else None
+        for root in ("/octoprint/mk3", "", "/"):
+            if root != "/octoprint/mk3" and not path.startswith("/api/"):
+                continue
+            if root == "" and path == "/api/files":
+                continue  # Hydrogen's own listing (docs/octoprint.md)
+            status, _ = await walk.send(method, root + fill(path), body=body, headers=scoped)
+            if status not in (403, 404):
+                walk.problems.append(f"{method} {root}{path}: {status}")
+    assert not walk.problems, "\n".join(walk.problems)
+    assert await state_of(client) == before
+    login_answer = await client.post(
+        "/octoprint/ghost/api/login", json={"passive": True}, headers=scoped
+    )
+    answer = await login_answer.json()
+    session = f"{answer['name']}:{answer['session']}"
+    ws = await client.ws_connect("/octoprint/mk3/sockjs/websocket")
+    await ws.receive_json(timeout=5)
+    await ws.send_str(json.dumps({"auth": session}))
+    closing = await ws.receive(timeout=5)
+    assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4003, closing
+    await ws.close()
+    check_log(caplog, "a key of another printer", secret, answer["session"])
+
+
 async def test_a_body_in_pieces_is_read_whole(octo, caplog):
     """A command body that arrives in several TCP segments (a slow link, a proxy) is
     one body: the JSON is read whole, and a body past the limit is 413 however it
