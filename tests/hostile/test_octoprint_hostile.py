@@ -19,6 +19,7 @@ select against delete). Random input comes from the ``seed`` fixture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -89,6 +90,17 @@ ACTING = {
 #: Routes that answer without a key (OctoPrint's too).
 ANONYMOUS = ("/api/currentuser", "/sockjs/websocket", "/plugin/appkeys/", "/{tail")
 
+#: No key, wrong keys in every form a key comes in (also long, and a token's shape).
+BAD_KEYS = (
+    {},
+    {"X-Api-Key": "wrong"},
+    {"Authorization": "Bearer wrong"},
+    {"Authorization": "Key " + "k" * 6000},
+    {"X-Api-Key": "a.b.c"},
+    {"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJjdGwifQ."},
+    {"Authorization": "Basic Y3RsOmN0bA=="},
+    {"X-Api-Key": " ", "Authorization": "Bearer "},
+)
 NESTED = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
 MIB = 1024 * 1024
 
@@ -371,7 +383,7 @@ async def test_every_route_refuses_hostile_requests_with_octoprints_error(octo, 
     for method, path in routes:
         anonymous = any(part in path for part in ANONYMOUS)
         url = "/octoprint/mk3" + fill(path)
-        for headers in ({}, {"X-Api-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+        for headers in BAD_KEYS:
             expect = None if anonymous else 403
             await walk.send(method, url, headers=headers, body=b"{}", expect=expect)
         if (method, path) in ACTING:
@@ -496,6 +508,26 @@ async def test_a_body_in_pieces_is_read_whole(octo, caplog):
         writer.close()
         status = int(answer.split(b" ", 2)[1])
         assert status == expected, (size, answer[:300])
+    # chunked, without a Content-Length: the limit holds as well
+    for size, expected in ((30_000, 204), (MAX_BODY_BYTES + 10, 413)):
+        body = json.dumps({"command": "M105", "pad": "x" * size}).encode()
+        head = (
+            f"POST /octoprint/mk3/api/printer/command HTTP/1.1\r\nHost: x\r\n"
+            f"X-Api-Key: {CONTROL_KEY}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(head)
+        with contextlib.suppress(ConnectionError):  # a 413 may close before the end
+            for start in range(0, len(body), 5000):
+                piece = body[start : start + 5000]
+                writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.005)
+            writer.write(b"0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert int(answer.split(b" ", 2)[1]) == expected, (size, answer[:300])
     check_log(caplog, "bodies in pieces")
 
 
