@@ -47,8 +47,6 @@ STATUS_FOR: Mapping[ErrorCode, int] = {
     ErrorCode.AUTH_FAILED: 403,
     # OctoPrint answers 409 where the printer cannot do what is asked
     ErrorCode.PRINTER_ERROR: 409,
-    # (no row of its own before: it answered the 400 every unlisted code did)
-    ErrorCode.SERVER_ERROR: 400,
 }
 
 
@@ -163,6 +161,14 @@ class OctoPrintAdapter:
                 return await handler(self, request, ask)
             except Refused as exc:
                 return error(exc.status, exc.message)
+            except web.HTTPException:
+                raise
+            except Exception:
+                # OctoPrint's shape for our own failure too: its clients read {"error"}
+                log.exception(
+                    "octoprint: unhandled error serving %s %s", request.method, request.path
+                )
+                return error(500, "Internal server error")
 
         return handle
 
