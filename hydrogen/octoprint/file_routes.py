@@ -6,7 +6,6 @@ download, each through the ``files``, ``file``, ``file_delete``, ``job_history``
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from typing import Any
 
@@ -25,7 +24,7 @@ from hydrogen.octoprint.adapter import (
     no_content,
 )
 from hydrogen.server import audit_edge
-from hydrogen.server.jobs_api import receive_upload
+from hydrogen.server.jobs_api import receive_upload, send_file
 
 
 async def files(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> web.Response:
@@ -116,29 +115,13 @@ async def upload(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> w
     return web.json_response(answer, status=201, headers={"Location": location})
 
 
-#: What a download reads at a time, off the event loop.
-DOWNLOAD_CHUNK_BYTES = 256 * 1024
-
-
 async def download(adapter: OctoPrintAdapter, request: web.Request, ask: Ask) -> web.StreamResponse:
-    """The stored file, from a handle opened first: a file deleted (or replaced)
-    while it is sent is sent whole as it was, and one deleted between the lookup and
-    the open is OctoPrint's 404, not an empty one."""
+    """The stored file, as Hydrogen's own download sends it (jobs_api.send_file: a
+    file deleted while it is sent arrives whole; one gone before is OctoPrint's 404)."""
     stored = await ask.call("file", file=request.match_info["name"])
     assert adapter.jobs is not None  # the route exists only with a job manager
     name = stored["name"]
-    try:
-        handle = await asyncio.to_thread(adapter.jobs.files.path(name).open, "rb")
-    except FileNotFoundError:
-        raise Refused(404, f"no file named {name!r}") from None
-    try:
-        response = web.StreamResponse(headers={"Content-Type": "text/x-gcode"})
-        response.content_length = os.fstat(handle.fileno()).st_size
-        await response.prepare(request)
-        if request.method != "HEAD":
-            while chunk := await asyncio.to_thread(handle.read, DOWNLOAD_CHUNK_BYTES):
-                await response.write(chunk)
-        await response.write_eof()
-    finally:
-        handle.close()
-    return response
+    sent = await send_file(request, adapter.jobs.files.path(name), {"Content-Type": "text/x-gcode"})
+    if sent is None:
+        raise Refused(404, f"no file named {name!r}")
+    return sent

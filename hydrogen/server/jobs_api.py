@@ -6,7 +6,10 @@ OctoPrint's API, its version probe and ``POST /api/files/local`` upload included
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -143,6 +146,39 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response(body, status=201, headers={"Location": f"/api/files/{stored.name}"})
 
 
+#: What a download reads at a time, off the event loop.
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+
+
+async def send_file(
+    request: web.Request, path: Path, headers: Mapping[str, str]
+) -> web.StreamResponse | None:
+    """Send a stored file from a handle opened first; None if it is gone.
+
+    aiohttp's FileResponse opens the path only when it prepares, so a file deleted
+    between the lookup and the open was an empty 404 (no error body), and a file
+    replaced meanwhile could be another file than the one looked up. Here the file
+    is opened first (off the loop): one deleted before that is the caller's 404, and
+    one deleted or replaced while it is sent arrives whole, as it was. Range requests
+    are not honoured (G-code is fetched whole by every client we know).
+    """
+    try:
+        handle = await asyncio.to_thread(path.open, "rb")
+    except FileNotFoundError:
+        return None
+    try:
+        response = web.StreamResponse(headers=headers)
+        response.content_length = os.fstat(handle.fileno()).st_size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            while chunk := await asyncio.to_thread(handle.read, DOWNLOAD_CHUNK_BYTES):
+                await response.write(chunk)
+        await response.write_eof()
+    finally:
+        handle.close()
+    return response
+
+
 async def file_content(request: web.Request) -> web.StreamResponse:
     auth.require(request, Role.MONITOR)
     manager = request.app[JOBS]
@@ -150,13 +186,14 @@ async def file_content(request: web.Request) -> web.StreamResponse:
         stored = await manager.files.get(request.match_info["name"])
     except FileError as exc:
         return _file_error(exc)
-    return web.FileResponse(
-        manager.files.path(stored.name),
-        headers={
-            "Content-Type": "text/x-gcode",
-            "Content-Disposition": f'attachment; filename="{safe_download_name(stored.name)}"',
-        },
-    )
+    headers = {
+        "Content-Type": "text/x-gcode",
+        "Content-Disposition": f'attachment; filename="{safe_download_name(stored.name)}"',
+    }
+    sent = await send_file(request, manager.files.path(stored.name), headers)
+    if sent is None:
+        return _file_error(FileError(404, f"no file named {stored.name!r}", file=stored.name))
+    return sent
 
 
 def setup(app: web.Application, manager: JobManager) -> None:
