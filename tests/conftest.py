@@ -20,6 +20,7 @@ from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import SUBPROTOCOL, Role
 from hydrogen.server.app import create_app
 from hydrogen.server.keys import SOCKETS
+from tests.browser import browser, chromium  # noqa: F401 - the browser tests' shared Chromium
 
 CONTROL_KEY = "control-key-0123456789"
 MONITOR_KEY = "monitor-key-0123456789"

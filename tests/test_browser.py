@@ -7,79 +7,44 @@ The gateway runs as a subprocess with its simulated printer ``sim``, exactly as
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
-from tests.process import GatewayProcess, start_gateway
-
-try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
-except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = pytest.mark.skipif(
-    async_playwright is None or not os.path.exists(CHROMIUM),
-    reason=f"needs the playwright package and Chromium at {CHROMIUM} "
-    "(pip install playwright; apt-get install chromium)",
+from tests.browser import (  # noqa: F401 - re-exported: other browser tests import them here
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    KEY,
+    MONITOR_KEY,
+    WAIT,
+    Gateway,
+    PageProblems,
+    gateway_in,
+    job_gcode,
+    open_page,
+    printer_ready,
+    pytestmark,
+    running,
+    sign_in,
 )
 
-KEY = "browser-control-key-0123"
-MONITOR_KEY = "browser-monitor-key-0123"
-#: Milliseconds for one expectation in the page (the simulated printer takes ~1 s to connect).
-WAIT = 15_000
+with contextlib.suppress(ImportError):  # without playwright, pytestmark skips
+    from playwright.async_api import Page, expect
 
 
 # -- fixtures -------------------------------------------------------------------------------
 
 
-class Gateway:
-    """A gateway subprocess that can be restarted on the same port and state dir."""
-
-    def __init__(self, state_dir: Path, extra: list[str]) -> None:
-        self.state_dir = state_dir
-        self.extra = extra
-        self.process: GatewayProcess | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        args = ["--host", "127.0.0.1", "--state-dir", str(self.state_dir), *self.extra]
-        if self.port:
-            args += ["--port", str(self.port)]
-        self.process = start_gateway(args)
-        self.port = self.process.port
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path / "state", ["--api-key", KEY])
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway for the module's tests: each signs in on pages of its own, and none
+    needs a printer nobody used before (the jobs test, which moves the head, is last)."""
+    gw = gateway_in(tmp_path_factory.mktemp("browser"), extra=("--api-key", KEY))
     gw.start()
     try:
         yield gw
@@ -88,85 +53,36 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def monitor_gateway(tmp_path: Path) -> Iterator[Gateway]:
-    config = tmp_path / "hydrogen.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [[keys]]
-            name = "viewer"
-            role = "monitor"
-            key = "{MONITOR_KEY}"
+def gateway(shared_gateway: Gateway) -> Gateway:
+    """The module's gateway, running (a test that stopped it may have failed)."""
+    if not shared_gateway.running:
+        shared_gateway.start()
+    return shared_gateway
 
-            [[keys]]
-            name = "operator"
-            role = "control"
-            key = "{KEY}"
 
-            [[printers]]
-            name = "sim"
-            device = "simulator"
-            """
-        )
-    )
-    gw = Gateway(tmp_path / "state", ["--config", str(config)])
-    gw.start()
-    try:
+MONITOR_CONFIG = textwrap.dedent(
+    f"""
+    [[keys]]
+    name = "viewer"
+    role = "monitor"
+    key = "{MONITOR_KEY}"
+
+    [[keys]]
+    name = "operator"
+    role = "control"
+    key = "{KEY}"
+
+    [[printers]]
+    name = "sim"
+    device = "simulator"
+    """
+)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def monitor_gateway(browser, tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with running(gateway_in(tmp_path, MONITOR_CONFIG), browser) as gw:
         yield gw
-    finally:
-        gw.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-class PageProblems(list):
-    """Script errors and console errors (a CSP violation shows up as one)."""
-
-    def check(self, allow: str | None = None) -> None:
-        problems = [p for p in self if not (allow and re.search(allow, p))]
-        assert not problems, problems
-
-
-async def open_page(
-    browser: Browser, width: int = 1280, height: int = 800
-) -> tuple[Page, PageProblems]:
-    context = await browser.new_context(viewport={"width": width, "height": height})
-    page = await context.new_page()
-    page.set_default_timeout(WAIT)
-    problems = PageProblems()
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on(
-        "console",
-        lambda message: (
-            problems.append(f"console: {message.text}") if message.type == "error" else None
-        ),
-    )
-    return page, problems
-
-
-async def sign_in(page: Page, gateway: Gateway, key: str = KEY) -> None:
-    await page.goto(gateway.url + "/")
-    await expect(page).to_have_url(gateway.url + "/login")
-    await page.get_by_label("API key").fill(key)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page).to_have_url(gateway.url + "/")
-    await expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
-
-
-async def printer_ready(page: Page, name: str = "sim") -> Any:
-    card = page.locator(f'article[data-printer="{name}"]')
-    await expect(card.locator(".state-badge")).to_have_attribute("data-state", "ready")
-    return card
 
 
 async def chart_samples(page: Page, name: str = "sim") -> int:
@@ -490,15 +406,6 @@ async def test_phone_layout_fits_and_keeps_the_stop_button_on_screen(browser, ga
 
 
 # -- jobs -------------------------------------------------------------------------------------
-
-
-def job_gcode(lines: int, dwell_ms: int = 60) -> bytes:
-    """A print that takes a while on the simulator (G4 dwells) so it can be paused."""
-    body = ["; estimated printing time (normal mode) = 1m 0s", "G28", "G90"]
-    for i in range(lines):
-        body.append(f"G1 X{i % 100} Y{(i * 3) % 100} F3000")
-        body.append(f"G4 P{dwell_ms}")
-    return ("\n".join(body) + "\n").encode()
 
 
 async def jobs_available(page: Page, gateway: Gateway) -> bool:

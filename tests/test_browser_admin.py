@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
+import pytest_asyncio
 
-from tests import test_browser
-from tests.test_browser import (  # noqa: F401 - pytestmark skips without Chromium
+from tests.browser import (  # noqa: F401 - pytestmark skips without Chromium
     Gateway,
+    gateway_in,
     job_gcode,
     open_page,
     printer_ready,
     pytestmark,
+    running,
     sign_in,
 )
 
@@ -28,37 +29,30 @@ with contextlib.suppress(ImportError):  # without playwright, pytestmark skips
 ADMIN_KEY = "browser-admin-key-5f2a91"
 OPERATOR_KEY = "browser-operator-key-0c7d3e"
 
-browser = test_browser.browser
+FARM_CONFIG = textwrap.dedent(
+    f"""
+    [[keys]]
+    name = "boss"
+    role = "admin"
+    key = "{ADMIN_KEY}"
+
+    [[keys]]
+    name = "operator"
+    role = "control"
+    key = "{OPERATOR_KEY}"
+
+    [[printers]]
+    name = "sim"
+    device = "simulator"
+    """
+)
 
 
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Gateway]:
-    config = tmp_path / "hydrogen.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [[keys]]
-            name = "boss"
-            role = "admin"
-            key = "{ADMIN_KEY}"
-
-            [[keys]]
-            name = "operator"
-            role = "control"
-            key = "{OPERATOR_KEY}"
-
-            [[printers]]
-            name = "sim"
-            device = "simulator"
-            """
-        )
-    )
-    gw = Gateway(tmp_path / "state", ["--config", str(config)])
-    gw.start()
-    try:
+@pytest_asyncio.fixture(loop_scope="session")
+async def farm(browser, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A fresh gateway per test: the audit log's filters count every record."""
+    async with running(gateway_in(tmp_path, FARM_CONFIG), browser) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 async def status_with(gateway: Gateway, key: str) -> int:

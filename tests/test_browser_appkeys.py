@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
+import pytest_asyncio
 
-from tests import test_browser, test_octoprint_clients
-from tests.test_browser import (  # noqa: F401 - pytestmark skips without Chromium
+from tests import test_octoprint_clients
+from tests.browser import (  # noqa: F401 - pytestmark skips without Chromium
     Gateway,
+    gateway_in,
     open_page,
     pytestmark,
+    running,
     sign_in,
 )
 from tests.test_octoprint_clients import drive
@@ -33,38 +35,31 @@ with contextlib.suppress(ImportError):  # without playwright, pytestmark skips
 OPERATOR_KEY = "browser-operator-appkeys-1d0e"
 VIEWER_KEY = "browser-viewer-appkeys-77c1"
 
-browser = test_browser.browser
 clients_python = test_octoprint_clients.clients_python
 
+FARM_CONFIG = textwrap.dedent(
+    f"""
+    [[keys]]
+    name = "operator"
+    role = "control"
+    key = "{OPERATOR_KEY}"
 
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Gateway]:
-    config = tmp_path / "hydrogen.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [[keys]]
-            name = "operator"
-            role = "control"
-            key = "{OPERATOR_KEY}"
+    [[keys]]
+    name = "viewer"
+    role = "monitor"
+    key = "{VIEWER_KEY}"
 
-            [[keys]]
-            name = "viewer"
-            role = "monitor"
-            key = "{VIEWER_KEY}"
+    [[printers]]
+    name = "sim"
+    device = "simulator"
+    """
+)
 
-            [[printers]]
-            name = "sim"
-            device = "simulator"
-            """
-        )
-    )
-    gw = Gateway(tmp_path / "state", ["--config", str(config)])
-    gw.start()
-    try:
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def farm(browser, tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with running(gateway_in(tmp_path, FARM_CONFIG), browser) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 async def test_the_operator_approves_home_assistant_on_the_dashboard(browser, farm, clients_python):

@@ -13,17 +13,20 @@ import contextlib
 import json
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import pytest_asyncio
 
-from tests import test_browser
-from tests.test_browser import (  # noqa: F401 - pytestmark skips without Chromium
+from tests.browser import (  # noqa: F401 - pytestmark skips without Chromium
     KEY,
     WAIT,
     Gateway,
+    close_pages,
+    gateway_in,
     job_gcode,
     open_page,
     printer_ready,
@@ -37,25 +40,22 @@ with contextlib.suppress(ImportError):  # without playwright, pytestmark skips
 #: Milliseconds between key presses: a person typing at a normal pace.
 KEY_DELAY = 80
 
+LIVE_CONFIG = textwrap.dedent(
+    """
+    [status]
+    interval = 0.1
+    slow_interval = 1.0
 
-@pytest.fixture
-def live_gateway(tmp_path: Path) -> Iterator[Gateway]:
-    """A gateway with its simulated printer and status frames at 10 Hz."""
-    config = tmp_path / "hydrogen.toml"
-    config.write_text(
-        textwrap.dedent(
-            """
-            [status]
-            interval = 0.1
-            slow_interval = 1.0
+    [[printers]]
+    name = "sim"
+    device = "simulator"
+    """
+)
 
-            [[printers]]
-            name = "sim"
-            device = "simulator"
-            """
-        )
-    )
-    gw = Gateway(tmp_path / "state", ["--config", str(config), "--api-key", KEY])
+
+@pytest.fixture(scope="module")
+def shared_live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = gateway_in(tmp_path_factory.mktemp("live"), LIVE_CONFIG, ("--api-key", KEY))
     gw.start()
     try:
         yield gw
@@ -63,8 +63,33 @@ def live_gateway(tmp_path: Path) -> Iterator[Gateway]:
         gw.stop()
 
 
-#: The same headless Chromium as tests/test_browser.py (one definition of how it starts).
-browser = test_browser.browser
+@pytest_asyncio.fixture(loop_scope="session")
+async def live_gateway(shared_live_gateway: Gateway, browser: Any) -> AsyncIterator[Gateway]:
+    """A gateway with its simulated printer and status frames at 10 Hz: the module's
+    one, left after each test as the next needs it (no job, no file, heaters off)."""
+    gw = shared_live_gateway
+    if not gw.running:
+        gw.start()
+    yield gw
+    await close_pages(browser)
+    if gw.running:
+        await tidy_up(gw)
+
+
+async def tidy_up(gateway: Gateway) -> None:
+    """Cancel the test's print, turn the heaters off and delete the uploaded files."""
+    async with aiohttp.ClientSession(gateway.url, headers={"X-Api-Key": KEY}) as http:
+        await http.post("/api/printers/sim/job", json={"action": "cancel"})
+        async with asyncio.timeout(30):
+            while (await (await http.get("/api/printers/sim/job")).json()).get("state") in (
+                "printing",
+                "paused",
+                "queued",
+            ):
+                await asyncio.sleep(0.05)
+        await http.post("/api/printers/sim/command", json={"gcode": "M104 S0\nM140 S0"})
+        for file in (await (await http.get("/api/files")).json())["files"]:
+            await http.delete(f"/api/files/{file['name']}")
 
 
 class FrameCounter:
