@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 
-from hydrogen.config import ApiKey
+from hydrogen.config import ApiKey, OctoPrintConfig
 from hydrogen.octoprint import appkeys
 from hydrogen.octoprint.appkeys import MAX_PENDING_PER_REMOTE, AppKeys, UnknownPrinter
+from hydrogen.printers.printer import PrinterState
 from hydrogen.protocol import Role
 from tests.conftest import CONTROL_KEY, connect, receive_until, subscribe
-from tests.test_octoprint_api import octoprint_gateway
+from tests.test_octoprint_api import GHOST
+from tests.test_printers import sim_printer, wait_state
 
 ADMIN_KEY = "admin-key-appkeys-0123"
 MONITOR_KEY = "monitor-key-appkeys-0123"
@@ -38,8 +40,12 @@ def documented_frame() -> dict[str, Any]:
 
 
 async def gateway(gateway_client) -> Any:
-    _, client = await octoprint_gateway(
-        gateway_client,
+    """tests/test_octoprint_api.py's gateway (``mk3`` simulated, ``ghost`` offline),
+    with these keys; ``mk3`` ready. Not waiting for its first temperature report, as
+    that module does (up to a second): no app key request depends on temperatures."""
+    _, client = await gateway_client(
+        printers=(sim_printer("mk3"), GHOST),
+        octoprint=OctoPrintConfig(default_printer="mk3"),
         keys=(
             ApiKey(CONTROL_KEY, Role.CONTROL, "operator"),
             ApiKey(ADMIN_KEY, Role.ADMIN, "boss"),
@@ -47,6 +53,7 @@ async def gateway(gateway_client) -> Any:
             ApiKey(GHOST_ONLY_KEY, Role.CONTROL, "ghostly", frozenset({"ghost"})),
         ),
     )
+    await wait_state(client.printers.printers["mk3"], PrinterState.READY)
     return client
 
 
