@@ -2,7 +2,7 @@
 deleted between the lookup and the open is the documented 404 with an error body (it
 was an empty 404 from aiohttp's FileResponse), and one deleted while it is sent
 arrives whole, as it was. (OctoPrint's download shares the code:
-tests/hostile/test_octoprint_hostile.py.)"""
+tests/hostile/test_octoprint_races.py.)"""
 
 from __future__ import annotations
 
