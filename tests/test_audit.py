@@ -352,3 +352,16 @@ def test_audit_max_rows_is_validated(tmp_path: Path) -> None:
     assert json.dumps(dataclasses.asdict(load_config(None, environ={}).audit)) == (
         '{"max_rows": 100000}'
     )
+
+
+async def test_a_stored_record_comes_back_member_for_member(tmp_path: Path) -> None:
+    """Every member in its own column (the insert lists them by hand, in order)."""
+    store = AuditStore(tmp_path / "audit.sqlite3", max_rows=10)
+    await store.open()
+    sent = AuditRecord(time=12.5, identity="who", role="control", transport="octoprint",
+                       action="job_start", outcome="conflict", remote="192.0.2.7",
+                       printer="mk3", target="part.gcode")  # fmt: skip
+    numbered = store.append(sent)
+    assert numbered == AuditRecord(**{**sent.as_dict(), "seq": 1})
+    assert await store.query(limit=10) == [numbered]
+    await store.close()
