@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from tests import browser as shared
 from tests.browser import (  # noqa: F401 - re-exported: other browser tests import them here
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -40,8 +41,12 @@ with contextlib.suppress(ImportError):  # without playwright, pytestmark skips
 # -- fixtures -------------------------------------------------------------------------------
 
 
+#: The session's Chromium (tests/browser.py), for the modules that take it from here.
+browser = shared.browser
+
+
 @pytest.fixture(scope="module")
-def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """One gateway for the module's tests: each signs in on pages of its own, and none
     needs a printer nobody used before (the jobs test, which moves the head, is last)."""
     gw = gateway_in(tmp_path_factory.mktemp("browser"), extra=("--api-key", KEY))
@@ -52,12 +57,14 @@ def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway
         gw.stop()
 
 
-@pytest.fixture
-def gateway(shared_gateway: Gateway) -> Gateway:
-    """The module's gateway, running (a test that stopped it may have failed)."""
-    if not shared_gateway.running:
-        shared_gateway.start()
-    return shared_gateway
+@pytest.fixture(autouse=True)
+def _gateway_running(request: pytest.FixtureRequest) -> None:
+    """The module's gateway is running for each test (the restart test may have failed
+    with it stopped)."""
+    if "gateway" in request.fixturenames:
+        gw = request.getfixturevalue("gateway")
+        if not gw.running:
+            gw.start()
 
 
 MONITOR_CONFIG = textwrap.dedent(
