@@ -466,7 +466,8 @@ async def test_history_survives_restart_and_a_crash_is_recorded_as_failed(tmp_pa
     key = "restart-key-0123456789"
     args = ["--state-dir", str(tmp_path), "--api-key", key, "--host", "127.0.0.1"]
     headers = {"Authorization": f"Key {key}"}
-    data, _ = gcode_file(200)
+    # the file that completes has no G28: the subprocess's simulator homes in 3 real seconds
+    data = "".join(f"G1 X{i % 200} Y{(i * 7) % 200}\n" for i in range(200)).encode()
     big, _ = gcode_file(200000)
     gw = start_gateway(args)
     try:
