@@ -56,6 +56,8 @@ SUCCESS = {
     "auth_token": "auth_token",
     "auth_oneshot": "auth_oneshot",
     "auth_refresh": "auth_status",
+    "appkey_requests": "appkey_requests",
+    "appkey_decide": "appkey_decide",
 }
 #: Codes a WebSocket request may get (section 7); server_error is a bug, so not here.
 WS_ERRORS = {
@@ -103,6 +105,8 @@ MEMBERS: dict[str, st.SearchStrategy[Any]] = {
     "payload": json_values,
     "timestamp": json_values,
     "limit": st.one_of(st.integers(), json_values),
+    "appkey": st.one_of(st.sampled_from(["000000000000", "", "../x"]), st.text(max_size=80)),
+    "approve": st.one_of(st.booleans(), json_values),
 }
 requests = st.builds(
     lambda frame_type, frame_id, members: {"type": frame_type, **frame_id, **members},
