@@ -19,7 +19,6 @@ from hydrogen.jobs.manager import JobManager
 from hydrogen.printers.manager import PrinterManager
 from hydrogen.protocol import SUBPROTOCOL, Role
 from hydrogen.server.app import create_app
-from hydrogen.server.keys import SOCKETS
 from tests.browser import browser, chromium  # noqa: F401 - the browser tests' shared Chromium
 
 CONTROL_KEY = "control-key-0123456789"
@@ -85,9 +84,6 @@ async def forget_closed_websockets(clients: list[tuple[Gateway, TestClient]]) ->
             if not gateway.connections.active:
                 break
             await asyncio.sleep(0.01)
-        sockets = client.server.app[SOCKETS]
-        for ws in [ws for ws in sockets if ws.closed]:
-            sockets.discard(ws)
 
 
 async def connect(

@@ -12,6 +12,7 @@ import websockets
 from hydrogen.api import Definition
 from hydrogen.protocol import SUBPROTOCOL, Role
 from hydrogen.server import wsframing
+from hydrogen.server.keys import SOCKETS
 from hydrogen.server.ws import hard_frame_limit
 from tests.conftest import CONTROL_KEY, MONITOR_KEY, connect, receive_json, receive_until
 
@@ -547,3 +548,19 @@ async def test_slow_status_subscriber_gets_latest_status_not_a_backlog(gateway_c
         frames.append(frame)
     assert 1 <= sum(f["type"] == "status" for f in frames) <= 3
     await ws.close()
+
+
+async def test_a_closed_connection_leaves_nothing_for_shutdown_to_wait_on(gateway_client):
+    """Shutdown waits its flush (SHUTDOWN_FLUSH_SECONDS) only for sockets still open; a
+    connection that ended must leave the app's set, or every stop of a gateway that
+    ever had a client waited half a second for nobody."""
+    gateway, client = await gateway_client()
+    sockets = client.server.app[SOCKETS]
+    ws = await connect(client)
+    await receive_json(ws)  # welcome: the handler has registered it
+    assert len(sockets) == 1
+    await ws.close()
+    async with asyncio.timeout(5):
+        while gateway.connections.active:
+            await asyncio.sleep(0.01)
+    assert list(sockets) == []

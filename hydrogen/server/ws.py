@@ -175,6 +175,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+        # Out of the set shutdown waits on: aiohttp keeps a closed response alive, and a
+        # gateway that ever had a client waited its flush for nobody on every stop.
+        request.app[SOCKETS].discard(ws)
         gateway.connections.active -= 1
         limiter.release(ip)
         log.info("client %s disconnected (close code %s)", session.id, ws.close_code)
