@@ -117,6 +117,13 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
 
+def config_with(*keys: tuple[str, str, str], printers: tuple[str, ...] = ("sim",)) -> str:
+    """A hydrogen.toml with these ``(name, role, key)`` keys and simulated printers."""
+    parts = [f'[[keys]]\nname = "{n}"\nrole = "{r}"\nkey = "{k}"\n' for n, r, k in keys]
+    parts += [f'[[printers]]\nname = "{p}"\ndevice = "simulator"\n' for p in printers]
+    return "\n".join(parts)
+
+
 def gateway_in(directory: Path, config: str | None = None, extra: tuple[str, ...] = ()) -> Gateway:
     """A gateway (not started) with its state in ``directory/state`` and, if given,
     ``config`` as its configuration file ``directory/hydrogen.toml``."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.browser import (  # noqa: F401 - re-exported: other browser tests imp
     WAIT,
     Gateway,
     PageProblems,
+    config_with,
     gateway_in,
     job_gcode,
     open_page,
@@ -67,23 +67,7 @@ def _gateway_running(request: pytest.FixtureRequest) -> None:
             gw.start()
 
 
-MONITOR_CONFIG = textwrap.dedent(
-    f"""
-    [[keys]]
-    name = "viewer"
-    role = "monitor"
-    key = "{MONITOR_KEY}"
-
-    [[keys]]
-    name = "operator"
-    role = "control"
-    key = "{KEY}"
-
-    [[printers]]
-    name = "sim"
-    device = "simulator"
-    """
-)
+MONITOR_CONFIG = config_with(("viewer", "monitor", MONITOR_KEY), ("operator", "control", KEY))
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -5,7 +5,6 @@ against a real gateway process."""
 from __future__ import annotations
 
 import contextlib
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest_asyncio
 
 from tests.browser import (  # noqa: F401 - pytestmark skips without Chromium
     Gateway,
+    config_with,
     gateway_in,
     job_gcode,
     open_page,
@@ -29,23 +29,7 @@ with contextlib.suppress(ImportError):  # without playwright, pytestmark skips
 ADMIN_KEY = "browser-admin-key-5f2a91"
 OPERATOR_KEY = "browser-operator-key-0c7d3e"
 
-FARM_CONFIG = textwrap.dedent(
-    f"""
-    [[keys]]
-    name = "boss"
-    role = "admin"
-    key = "{ADMIN_KEY}"
-
-    [[keys]]
-    name = "operator"
-    role = "control"
-    key = "{OPERATOR_KEY}"
-
-    [[printers]]
-    name = "sim"
-    device = "simulator"
-    """
-)
+FARM_CONFIG = config_with(("boss", "admin", ADMIN_KEY), ("operator", "control", OPERATOR_KEY))
 
 
 @pytest_asyncio.fixture(loop_scope="session")

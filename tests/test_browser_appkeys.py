@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest_asyncio
 from tests import test_octoprint_clients
 from tests.browser import (  # noqa: F401 - pytestmark skips without Chromium
     Gateway,
+    config_with,
     gateway_in,
     open_page,
     pytestmark,
@@ -37,23 +37,7 @@ VIEWER_KEY = "browser-viewer-appkeys-77c1"
 
 clients_python = test_octoprint_clients.clients_python
 
-FARM_CONFIG = textwrap.dedent(
-    f"""
-    [[keys]]
-    name = "operator"
-    role = "control"
-    key = "{OPERATOR_KEY}"
-
-    [[keys]]
-    name = "viewer"
-    role = "monitor"
-    key = "{VIEWER_KEY}"
-
-    [[printers]]
-    name = "sim"
-    device = "simulator"
-    """
-)
+FARM_CONFIG = config_with(("operator", "control", OPERATOR_KEY), ("viewer", "monitor", VIEWER_KEY))
 
 
 @pytest_asyncio.fixture(loop_scope="session")
