@@ -368,3 +368,19 @@ async def test_fans_feedrate_and_flow(printer: SimulatedPrinter, client: Client)
     assert await client.command("M221") == ["echo:E0 Flow: 90%", "ok"]
     assert await client.command("M221 T3 S90") == ["echo:Invalid extruder 3", "ok"]
     assert (printer.feedrate_percentage, printer.flow_percentage) == (150, {0: 90})
+
+
+async def test_a_new_speed_goes_on_from_the_simulated_time_reached(
+    printer: SimulatedPrinter,
+) -> None:
+    """Tests run the printer fast and then at real time again: simulated time must go on
+    from where it was, not jump back (the heaters froze until the wall clock caught up)."""
+    await asyncio.sleep(0.05)  # at 100x: about 5 simulated seconds
+    reached = printer._sim_now()
+    printer.time_scale = 1.0
+    after = printer._sim_now()
+    assert reached <= after < reached + 1.0, (reached, after)
+    printer.time_scale = 50.0
+    assert after <= printer._sim_now() < after + 1.0
+    with pytest.raises(ValueError):
+        printer.time_scale = 0

@@ -42,7 +42,7 @@ class Firmware(PtyPort):
     methods of a subclass (see ``GcodeHandlers``)."""
 
     heaters: dict[str, Heater]
-    time_scale: float
+    _time_scale: float
     extruders: int
     banner: bool
     banner_delay: float
@@ -72,9 +72,27 @@ class Firmware(PtyPort):
 
     # ------------------------------------------------------------------ time and heat
 
+    @property
+    def time_scale(self) -> float:
+        """How many times faster than the wall clock simulated time runs."""
+        return self._time_scale
+
+    @time_scale.setter
+    def time_scale(self, value: float) -> None:
+        """A new speed from now on: simulated time goes on from where it is (a plain
+        factor on the elapsed time made it jump: back to 1x after a while at 20x, the
+        heaters froze until the wall clock caught up)."""
+        if value <= 0:
+            raise ValueError("time_scale must be positive")
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            now = self._sim_now()
+            self._t0 = loop.time() - now / value
+        self._time_scale = value
+
     def _sim_now(self) -> float:
         assert self._loop is not None
-        return (self._loop.time() - self._t0) * self.time_scale
+        return (self._loop.time() - self._t0) * self._time_scale
 
     async def _sleep(self, sim_seconds: float) -> None:
         await asyncio.sleep(max(0.0, sim_seconds) / self.time_scale)
