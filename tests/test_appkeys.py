@@ -214,7 +214,7 @@ async def test_a_flood_from_one_address_pushes_out_only_its_own_requests(gateway
 
 
 def test_requests_from_other_addresses_survive_a_flood_and_all_expire(monkeypatch):
-    keys = AppKeys(api=None, credentials=None, printers=["mk3"])  # type: ignore[arg-type]
+    keys = AppKeys(credentials=None, printers=["mk3"])
     now = [1000.0]
     monkeypatch.setattr(appkeys.time, "time", lambda: now[0])
     honest = keys.ask("Home Assistant", None, "mk3", "192.0.2.20")

@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from hydrogen.api import Api, Call, Definition, HttpRoute, Param
+from hydrogen.api import Call, Definition, HttpRoute, Param
 from hydrogen.protocol import ErrorCode, ProtocolError, Push, Role, push, utc_iso
 from hydrogen.server.credentials import Credentials
 from hydrogen.server.key_requests import store_key
@@ -104,12 +104,10 @@ class UnknownPrinter(LookupError):
 class AppKeys:
     def __init__(
         self,
-        api: Api,
         credentials: Credentials | None,
         printers: Collection[str],
         publish: Publish | None = None,
     ) -> None:
-        self.api = api
         self.credentials = credentials
         self.printers = frozenset(printers)
         self.publish = publish

@@ -232,7 +232,7 @@ def setup(
     (and at ``//api``: one popular client doubles the slash)."""
     config = app[GATEWAY].config
     default = config.octoprint.default_printer or next(iter(printer_names), None)
-    appkeys = AppKeys(api, app.get(CREDENTIALS), printer_names, publish=app[GATEWAY].hub.publish)
+    appkeys = AppKeys(app.get(CREDENTIALS), printer_names, publish=app[GATEWAY].hub.publish)
     adapter = OctoPrintAdapter(api, jobs, default, appkeys)
     api.define(*adapter.appkeys.definitions())
     get, post, delete = "GET", "POST", "DELETE"
