@@ -149,14 +149,14 @@ class _KeyRequests:
 
     async def revoke(self, call: Call) -> dict[str, Any]:
         self._manageable(call)
-        entry = await self._edit(self.store.revoke, call["name"])
+        entry = await _edit(self.credentials, self.store.revoke, call["name"])
         closed = await self.credentials.end_revoked()
         log.info("key %r revoked by %r", entry.name, call.identity.name)
         return {"revoked": entry.name, "closed_connections": closed}
 
     async def rotate(self, call: Call) -> dict[str, Any]:
         self._manageable(call)
-        entry, secret = await self._edit(self.store.rotate, call["name"])
+        entry, secret = await _edit(self.credentials, self.store.rotate, call["name"])
         closed = await self.credentials.end_revoked()
         record = await asyncio.to_thread(self.keyring.by_name, entry.name)
         log.info("key %r rotated by %r", entry.name, call.identity.name)
@@ -178,9 +178,6 @@ class _KeyRequests:
                 f"{record.name!r} is a key from the configuration; remove it there",
                 {"name": record.name, "source": "config"},
             )
-
-    async def _edit(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        return await _edit(self.credentials, function, *args, **kwargs)
 
     # -- tokens ------------------------------------------------------------------------
     async def token(self, call: Call) -> dict[str, Any]:
