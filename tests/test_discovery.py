@@ -667,18 +667,25 @@ def test_a_host_without_an_address_yet_is_looked_at_again(tmp_path: Path) -> Non
     assert "looking again every 30 s" in line, line
 
 
+def _mk3_resolved_and_fetched(
+    net: Net, browser: Browser, args: list[str]
+) -> tuple[str, dict[tuple[str, str], dict]]:
+    """Start a gateway with printer mk3 in namespace A, wait until the browser has
+    resolved its service and fetched its root, stop it: the service name and records."""
+    gateway = start([*args, "--printer=mk3=simulator"], prefix=net.exec(net.a))
+    try:
+        name = instance_name("mk3", socket.gethostname()) + "." + OCTOPRINT_TYPE
+        return name, _collect(browser, {name}, {"resolved", "fetched"})
+    finally:
+        gateway.stop()
+
+
 def test_a_specific_address_is_the_only_one_announced(tmp_path: Path) -> None:
     with namespaces() as net, browsing(net) as browser:
         _ip("-n", net.a, "addr", "add", "10.78.0.1/24", "dev", "lo")  # a second address
-        gateway = start(
-            ["--host", net.address_a, "--state-dir", str(tmp_path), "--printer=mk3=simulator"],
-            prefix=net.exec(net.a),
+        name, found = _mk3_resolved_and_fetched(
+            net, browser, ["--host", net.address_a, "--state-dir", str(tmp_path)]
         )
-        try:
-            name = instance_name("mk3", socket.gethostname()) + "." + OCTOPRINT_TYPE
-            found = _collect(browser, {name}, {"resolved", "fetched"})
-        finally:
-            gateway.stop()
     assert found[("resolved", name)]["addresses"] == [net.address_a]
     assert found[("fetched", name)]["status"] == 200
 
@@ -692,20 +699,16 @@ def test_ipv6_addresses_are_announced(tmp_path: Path, host: str, ipv6: bool, por
     config = tmp_path / "hydrogen.toml"
     config.write_text(f"[server]\nipv6 = {str(ipv6).lower()}\n")
     with namespaces() as net, browsing(net) as browser:
-        gateway = start(
-            # with port 0 the IPv4 and IPv6 sockets get different ports: one SRV port
-            # is announced, with the addresses of the socket that has it
+        # with port 0 the IPv4 and IPv6 sockets get different ports: one SRV port is
+        # announced, with the addresses of the socket that has it
+        name, found = _mk3_resolved_and_fetched(
+            net,
+            browser,
             [
                 *("--config", str(config), "--host", host, "--port", port),
-                *("--state-dir", str(tmp_path / "state"), "--printer=mk3=simulator"),
+                *("--state-dir", str(tmp_path / "state")),
             ],
-            prefix=net.exec(net.a),
         )
-        try:
-            name = instance_name("mk3", socket.gethostname()) + "." + OCTOPRINT_TYPE
-            found = _collect(browser, {name}, {"resolved", "fetched"})
-        finally:
-            gateway.stop()
     wanted = [net.address_a6] if host == "::" else [net.address_a, net.address_a6]
     announced = found[("resolved", name)]["addresses"]
     if port == "0":
